@@ -1,0 +1,138 @@
+"""Build a world from a :class:`~sim.config.Config`, run the agent, measure it exactly.
+
+No hydra and no files here: :func:`run` returns a :class:`RunResult`; ``experiments/run.py`` writes it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.agents import run_agent
+from sim.config import Config
+from sim.mdp import TextMDP
+from sim.metrics import exact_metrics
+from sim.oracle import make_oracle, sequence_form
+from sim.reference import make_reference
+from sim.solvers import occupancy
+
+#: Independent random streams spawned from the run's seed, in this fixed order.
+STREAMS = ("reference", "oracle", "corruption", "feedback", "agent")
+
+
+def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
+    """One child ``SeedSequence`` per stream, so changing (say) the agent never changes the world."""
+    return dict(zip(STREAMS, np.random.SeedSequence(seed).spawn(len(STREAMS)), strict=True))
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced.
+
+    Attributes:
+        metrics: the flat metrics record (DESIGN section 9).
+        arrays: ``next_state``, ``initial_dist``, ``oracle_reward``, ``proxy_reward``, ``policy``,
+            ``ref_policy``.
+        curve: learning-curve rows (empty for planners).
+        mdp: the world, for printing.
+    """
+
+    metrics: dict[str, float | int | str | None]
+    arrays: dict[str, np.ndarray]
+    mdp: TextMDP
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+
+def run(cfg: Config) -> RunResult:
+    """Run one experiment end to end."""
+    t0 = time.perf_counter()
+    streams = seed_streams(cfg.seed)
+    e, o = cfg.env, cfg.oracle
+    mdp = TextMDP(e.n_prompts, e.vocab_size, e.horizon, e.eos)
+    ref = make_reference(mdp, e.reference, np.random.default_rng(streams["reference"]), e.ref_temperature)
+    oracle = make_oracle(
+        mdp,
+        o.kind,
+        o.form,
+        streams["oracle"],
+        templates=o.templates,
+        scale=o.scale,
+        n_pairs=o.n_pairs,
+        pair_scale=o.pair_scale,
+        seq_noise=o.seq_noise,
+        target_length=o.target_length,
+        length_weight=o.length_weight,
+    )
+    proxy = oracle.reward  # until the corruption pipeline lands, the learner sees the oracle itself
+    agent = run_agent(
+        cfg.agent.name, mdp, proxy, ref, np.random.default_rng(streams["agent"]), beta=cfg.agent.beta
+    )
+    metrics: dict[str, float | int | str | None] = dict(
+        exact_metrics(mdp, agent.policy, oracle.reward, proxy, ref)
+    )
+    metrics.update(
+        seed=cfg.seed,
+        agent=cfg.agent.name,
+        n_states=mdp.n_states,
+        n_actions=mdp.n_actions,
+        wall_time_s=time.perf_counter() - t0,
+    )
+    arrays = {
+        "next_state": mdp.next_state,
+        "initial_dist": mdp.initial_dist,
+        "oracle_reward": oracle.reward,
+        "proxy_reward": proxy,
+        "policy": agent.policy,
+        "ref_policy": ref,
+    }
+    return RunResult(metrics=metrics, arrays=arrays, mdp=mdp, curve=agent.curve)
+
+
+def top_sequences(mdp: TextMDP, policy: np.ndarray, prompt: int, k: int = 3) -> list[tuple[int, int, float]]:
+    """The ``k`` most likely complete sequences of ``policy`` for ``prompt``.
+
+    Returns:
+        ``(s, a, prob)`` per sequence: its last transition and its probability given the prompt.
+    """
+    d = occupancy(mdp, policy)
+    mine = (mdp.prompt == prompt)[:, None] & mdp.terminal_mask()
+    prob = np.where(mine, d[:, None] * policy, -1.0) / mdp.initial_dist[prompt]
+    flat = np.argsort(prob, axis=None, kind="stable")[::-1][:k]
+    s, a = np.unravel_index(flat, prob.shape)
+    return [(int(i), int(j), float(prob[i, j])) for i, j in zip(s, a, strict=True) if prob[i, j] > 0]
+
+
+def summary(result: RunResult, n_prompts: int = 2, k: int = 3) -> str:
+    """A short human-readable report: the metrics and what the policy learned to say."""
+    m, mdp = result.metrics, result.mdp
+    R_oracle = sequence_form(mdp, result.arrays["oracle_reward"])
+    R_proxy = sequence_form(mdp, result.arrays["proxy_reward"])
+    lines = [mdp.describe(), f"agent: {m['agent']}  seed: {m['seed']}", ""]
+    keys = [
+        "optimal_return",
+        "oracle_return",
+        "reference_return",
+        "gap",
+        "normalized_gap",
+        "proxy_return",
+        "kl_to_reference",
+        "wall_time_s",
+    ]
+    for key in keys:
+        v = m.get(key)
+        lines.append(f"  {key:<18} {'n/a' if v is None else f'{v:.4f}'}")
+    lines.append("")
+    lines.append(f"  {'most likely outputs':<34} {'prob':>6} {'oracle':>8} {'proxy':>8}")
+    for p in range(min(n_prompts, mdp.n_prompts)):
+        for s, a, prob in top_sequences(mdp, result.arrays["policy"], p, k):
+            lines.append(
+                f"  {mdp.format_sequence(s, a):<34} {prob:6.3f} {R_oracle[s, a]:8.3f} {R_proxy[s, a]:8.3f}"
+            )
+        mine = (mdp.prompt == p)[:, None] & mdp.terminal_mask()
+        s, a = np.unravel_index(np.argmax(np.where(mine, R_oracle, -np.inf)), R_oracle.shape)
+        lines.append(
+            f"  {'(oracle best) ' + mdp.format_sequence(int(s), int(a)):<34} {'':>6} {R_oracle[s, a]:8.3f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""Exact metrics of a policy against the oracle (DESIGN section 7).
+
+``optimal_return = max_pi J_{r*}(pi)``, ``oracle_return = J_{r*}(pi_hat)``, ``gap = optimal - oracle``,
+``reference_return = J_{r*}(pi_ref)``, ``normalized_gap = gap / (optimal - reference)``,
+``proxy_return = J_{r_hat}(pi_hat)``, ``kl_to_reference = KL(pi_hat || pi_ref)`` (sequence level).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim.mdp import TextMDP
+from sim.solvers import backward_induction, expected_return, kl_divergence, occupancy
+
+
+def optimal_return(mdp: TextMDP, r: np.ndarray) -> float:
+    """``max_pi J_r(pi) = sum_s rho(s) V*(s)``."""
+    V, _ = backward_induction(mdp, r)
+    return float(mdp.initial_dist @ V)
+
+
+def exact_metrics(
+    mdp: TextMDP,
+    policy: np.ndarray,
+    oracle_reward: np.ndarray,
+    proxy_reward: np.ndarray,
+    ref_policy: np.ndarray,
+    optimal: float | None = None,
+) -> dict[str, float | None]:
+    """All exact metrics of ``policy``.
+
+    Args:
+        mdp: the world.
+        policy: pi_hat (S, A).
+        oracle_reward: r* (S, A).
+        proxy_reward: r_hat (S, A), the expected reward the agent optimised.
+        ref_policy: pi_ref (S, A).
+        optimal: the optimal oracle return, if already known.
+
+    Returns:
+        A flat dict. ``normalized_gap`` is ``None`` when ``optimal == reference`` (nothing to normalise by).
+    """
+    d = occupancy(mdp, policy)
+    opt = optimal_return(mdp, oracle_reward) if optimal is None else optimal
+    oracle = expected_return(mdp, policy, oracle_reward, d)
+    reference = expected_return(mdp, ref_policy, oracle_reward)
+    # the gap is >= 0 mathematically; clip the last-bit rounding of two different summation orders
+    gap = max(opt - oracle, 0.0) if opt - oracle > -1e-9 * max(1.0, abs(opt)) else opt - oracle
+    span = opt - reference
+    return {
+        "optimal_return": opt,
+        "oracle_return": oracle,
+        "reference_return": reference,
+        "gap": gap,
+        "normalized_gap": gap / span if span > 1e-12 * max(1.0, abs(opt)) else None,
+        "proxy_return": expected_return(mdp, policy, proxy_reward, d),
+        "kl_to_reference": kl_divergence(mdp, policy, ref_policy, d),
+    }

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
+settings.register_profile("dev", max_examples=40, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+# the small worlds every exact test enumerates: (n_prompts, vocab_size, horizon, eos)
+SMALL_WORLDS = [(2, 4, 3, True), (2, 3, 4, True), (2, 4, 3, False), (2, 3, 4, False), (1, 2, 5, True)]
+
+
+@pytest.fixture(params=SMALL_WORLDS, ids=lambda w: "P{}V{}H{}{}".format(*w[:3], "eos" if w[3] else "noeos"))
+def small_world(request):
+    from sim.mdp import TextMDP
+
+    return TextMDP(*request.param)
+
+
+def random_policy(rng: np.random.Generator, shape: tuple[int, int], sharp: float = 1.0) -> np.ndarray:
+    logits = rng.normal(size=shape) * sharp
+    w = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return w / w.sum(axis=1, keepdims=True)
