@@ -1,0 +1,217 @@
+"""End-to-end runs of the command line (subprocess), and config composition without running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from experiments.run import validate  # noqa: F401  (registers the structured config)
+from sim.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRACT_KEYS = {
+    "optimal_return",
+    "oracle_return",
+    "gap",
+    "normalized_gap",
+    "reference_return",
+    "proxy_return",
+    "kl_to_reference",
+    "seed",
+    "wall_time_s",
+}
+ARRAY_KEYS = {"next_state", "initial_dist", "oracle_reward", "proxy_reward", "policy", "ref_policy"}
+
+
+def run_cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.run", *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _run_dir(tmp_path: Path, name: str = "run") -> str:
+    return f"hydra.run.dir={tmp_path / name}"
+
+
+def test_default_run_writes_contract_metrics(tmp_path):
+    proc = run_cli(_run_dir(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "gap" in proc.stdout and "most likely outputs" in proc.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert CONTRACT_KEYS <= metrics.keys()
+    assert metrics["gap"] >= 0 and metrics["kl_to_reference"] >= 0
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()
+
+
+def _recompute(a: dict[str, np.ndarray]) -> dict[str, float]:
+    """Every exact metric from arrays.npz alone, by a generic reverse-topological pass over next_state.
+
+    Independent of sim.solvers: it only assumes that a child's index is larger than its parent's.
+    """
+    nxt, rho, r_star, r_hat, pi, ref = (
+        a[k] for k in ("next_state", "initial_dist", "oracle_reward", "proxy_reward", "policy", "ref_policy")
+    )
+    S = nxt.shape[0]
+
+    def cont(V):
+        return np.where(nxt >= 0, V[np.maximum(nxt, 0)], 0.0)
+
+    V_opt = np.zeros(S)
+    V_pi = {k: np.zeros(S) for k in ("star", "hat", "ref")}
+    kl_to_go = np.zeros(S)
+    for s in reversed(range(S)):
+        V_opt[s] = np.max(r_star[s] + np.where(nxt[s] >= 0, V_opt[np.maximum(nxt[s], 0)], 0))
+    for _ in range(1):
+        for s in reversed(range(S)):
+            c = np.where(nxt[s] >= 0, 1, 0)
+            ch = np.maximum(nxt[s], 0)
+            V_pi["star"][s] = pi[s] @ (r_star[s] + c * V_pi["star"][ch])
+            V_pi["hat"][s] = pi[s] @ (r_hat[s] + c * V_pi["hat"][ch])
+            V_pi["ref"][s] = ref[s] @ (r_star[s] + c * V_pi["ref"][ch])
+            logratio = np.where(pi[s] > 0, np.log(np.where(pi[s] > 0, pi[s], 1) / ref[s]), 0)
+            kl_to_go[s] = pi[s] @ (logratio + c * kl_to_go[ch])
+    return {
+        "optimal_return": rho @ V_opt,
+        "oracle_return": rho @ V_pi["star"],
+        "proxy_return": rho @ V_pi["hat"],
+        "reference_return": rho @ V_pi["ref"],
+        "kl_to_reference": rho @ kl_to_go,
+    }
+
+
+def test_arrays_alone_reproduce_every_metric(tmp_path):
+    proc = run_cli(
+        _run_dir(tmp_path),
+        "env=tiny",
+        "oracle=nonlinear",
+        "env.reference=softmax",
+        "save_arrays=true",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with np.load(tmp_path / "run" / "arrays.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    assert set(arrays) == ARRAY_KEYS
+    S, A = arrays["next_state"].shape
+    assert arrays["next_state"].dtype.kind == "i" and arrays["initial_dist"].shape == (S,)
+    assert all(arrays[k].shape == (S, A) for k in ARRAY_KEYS - {"next_state", "initial_dist"})
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    again = _recompute(arrays)
+    for key, value in again.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-9), key
+    assert metrics["gap"] == pytest.approx(again["optimal_return"] - again["oracle_return"], abs=1e-9)
+
+
+def test_same_seed_bit_identical_and_agent_change_keeps_world(tmp_path):
+    runs = {}
+    for name, extra in [("a", []), ("b", []), ("c", ["agent.beta=0.5"]), ("d", ["seed=1"])]:
+        proc = run_cli(
+            _run_dir(tmp_path, name),
+            "env.reference=softmax",
+            "oracle=nonlinear",
+            "save_arrays=true",
+            *extra,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+        with np.load(tmp_path / name / "arrays.npz") as z:
+            runs[name] = {k: z[k] for k in z.files}
+    for k in ARRAY_KEYS:
+        np.testing.assert_array_equal(runs["a"][k], runs["b"][k])
+    for k in ("oracle_reward", "ref_policy"):  # another agent setting draws the same world
+        np.testing.assert_array_equal(runs["a"][k], runs["c"][k])
+    assert not np.array_equal(runs["a"]["policy"], runs["c"]["policy"])
+    assert not np.array_equal(runs["a"]["oracle_reward"], runs["d"]["oracle_reward"])
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("env.vocab_size=1", "env.vocab_size"),
+        ("env.horizon=0", "env.horizon"),
+        ("env.n_prompts=0", "env.n_prompts"),
+        ("env.horizon=20", "env.horizon"),
+        ("agent.beta=0", "agent.beta"),
+        ("agent.beta=-1", "agent.beta"),
+        ("oracle.kind=cubic", "oracle.kind"),
+        ("oracle.templates=[unigram,foo]", "oracle.templates"),
+        ("env.reference=gpt", "env.reference"),
+    ],
+)
+def test_bad_config_fails_before_work_naming_the_key(tmp_path, override, key):
+    proc = run_cli(_run_dir(tmp_path), override, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert key in proc.stderr and "allowed" in proc.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_type_error_and_unknown_key_fail(tmp_path):
+    for override in ("env.horizon=abc", "env.bogus=1"):
+        proc = run_cli(_run_dir(tmp_path), override, cwd=tmp_path)
+        assert proc.returncode != 0
+        assert "horizon" in proc.stderr or "bogus" in proc.stderr
+
+
+def test_rerun_into_same_dir_skips(tmp_path):
+    assert run_cli(_run_dir(tmp_path), "env=tiny", cwd=tmp_path).returncode == 0
+    before = (tmp_path / "run" / "metrics.json").read_text()
+    proc = run_cli(_run_dir(tmp_path), "env=tiny", cwd=tmp_path)
+    assert proc.returncode == 0 and "skipped" in proc.stdout
+    assert (tmp_path / "run" / "metrics.json").read_text() == before
+
+
+def test_multirun_sweep(tmp_path):
+    proc = run_cli(
+        "-m",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "env=tiny",
+        "agent.beta=0.1,1",
+        "seed=0,1",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    found = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json"))
+    assert len(found) == 4
+    assert "agent.beta=0.1,env=tiny,seed=0" in found
+
+
+# ------------------------------------------------------------- composition
+CONFIG_DIR = ROOT / "configs"
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", ["env", "oracle", "agent"])
+def test_every_group_option_composes_and_validates(group):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        for option in _options(group):
+            cfg = compose(config_name="config", overrides=[f"{group}={option}"])
+            obj = OmegaConf.to_object(cfg)
+            assert isinstance(obj, Config)
+
+
+def test_env_presets_are_ordered_by_size():
+    from sim.mdp import world_size
+
+    sizes = []
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        for option in ("tiny", "small", "medium"):
+            e = compose(config_name="config", overrides=[f"env={option}"]).env
+            sizes.append(world_size(e.n_prompts, e.vocab_size, e.horizon, e.eos))
+    assert sizes == sorted(sizes) and sizes[0] < 100 and sizes[-1] > 100_000
