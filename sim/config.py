@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sim.corruption import CorruptionConfig
 from sim.errors import ConfigError, check
 from sim.features import check_templates
 from sim.mdp import validate_world
@@ -118,6 +119,7 @@ class Config:
 
     env: EnvConfig = field(default_factory=EnvConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
+    corruption: CorruptionConfig = field(default_factory=CorruptionConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     seed: int = 0
     """Root seed; world, oracle, corruption, feedback and agent draw from independent child streams."""

@@ -14,17 +14,9 @@ from sim.agents import run_agent
 from sim.config import Config
 from sim.mdp import TextMDP
 from sim.metrics import exact_metrics
-from sim.oracle import make_oracle, sequence_form
-from sim.reference import make_reference
+from sim.oracle import sequence_form
 from sim.solvers import occupancy
-
-#: Independent random streams spawned from the run's seed, in this fixed order.
-STREAMS = ("reference", "oracle", "corruption", "feedback", "agent")
-
-
-def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
-    """One child ``SeedSequence`` per stream, so changing (say) the agent never changes the world."""
-    return dict(zip(STREAMS, np.random.SeedSequence(seed).spawn(len(STREAMS)), strict=True))
+from sim.world import build_world, seed_streams
 
 
 @dataclass
@@ -48,32 +40,19 @@ class RunResult:
 def run(cfg: Config) -> RunResult:
     """Run one experiment end to end."""
     t0 = time.perf_counter()
-    streams = seed_streams(cfg.seed)
-    e, o = cfg.env, cfg.oracle
-    mdp = TextMDP(e.n_prompts, e.vocab_size, e.horizon, e.eos)
-    ref = make_reference(mdp, e.reference, np.random.default_rng(streams["reference"]), e.ref_temperature)
-    oracle = make_oracle(
-        mdp,
-        o.kind,
-        o.form,
-        streams["oracle"],
-        templates=o.templates,
-        scale=o.scale,
-        n_pairs=o.n_pairs,
-        pair_scale=o.pair_scale,
-        seq_noise=o.seq_noise,
-        target_length=o.target_length,
-        length_weight=o.length_weight,
-    )
-    proxy = oracle.reward  # until the corruption pipeline lands, the learner sees the oracle itself
-    agent = run_agent(
-        cfg.agent.name, mdp, proxy, ref, np.random.default_rng(streams["agent"]), beta=cfg.agent.beta
-    )
+    world = build_world(cfg.env, cfg.oracle, cfg.corruption, cfg.seed)
+    mdp, ref = world.mdp, world.ref_policy
+    oracle, proxy = world.oracle, world.channel.expected()
+    agent_rng = np.random.default_rng(seed_streams(cfg.seed)["agent"])
+    agent = run_agent(cfg.agent.name, mdp, proxy, ref, agent_rng, beta=cfg.agent.beta)
     metrics: dict[str, float | int | str | None] = dict(
         exact_metrics(mdp, agent.policy, oracle.reward, proxy, ref)
     )
     metrics.update(
         seed=cfg.seed,
+        pipeline=cfg.pipeline,
+        oracle=f"{cfg.oracle.kind} ({cfg.oracle.form})",
+        corruption=cfg.corruption.describe(),
         agent=cfg.agent.name,
         n_states=mdp.n_states,
         n_actions=mdp.n_actions,
@@ -109,7 +88,12 @@ def summary(result: RunResult, n_prompts: int = 2, k: int = 3) -> str:
     m, mdp = result.metrics, result.mdp
     R_oracle = sequence_form(mdp, result.arrays["oracle_reward"])
     R_proxy = sequence_form(mdp, result.arrays["proxy_reward"])
-    lines = [mdp.describe(), f"agent: {m['agent']}  seed: {m['seed']}", ""]
+    lines = [
+        mdp.describe(),
+        f"oracle: {m['oracle']}  corruption: {m['corruption']}",
+        f"agent: {m['agent']}  seed: {m['seed']}",
+        "",
+    ]
     keys = [
         "optimal_return",
         "oracle_return",

@@ -127,3 +127,48 @@ class FeatureMap:
             w = np.append(self.block(theta, name), 0.0)  # index -1 reads the appended zero
             r += w[self.index(name)]
         return r
+
+
+def terminal_transitions(mdp: TextMDP) -> tuple[np.ndarray, np.ndarray]:
+    """The episode-ending transitions ``(s, a)`` in row-major order: one per complete sequence.
+
+    This order is the canonical order of complete sequences everywhere in rmsim.
+    """
+    s, a = np.nonzero(mdp.terminal_mask())
+    return s.astype(np.int64), a.astype(np.int64)
+
+
+def sequence_features(fm: FeatureMap):
+    """Sparse sequence features ``Psi(x, y) = sum_{(s, a) on the path} phi(s, a)``.
+
+    Built level by level: the path features of a child are those of its parent plus the parent transition's
+    one-hots, so no path is ever walked.
+
+    Returns:
+        scipy.sparse CSR matrix (n_sequences, D), rows in the order of :func:`terminal_transitions`.
+    """
+    from scipy import sparse
+
+    mdp = fm.mdp
+    f, b = mdp.first_token, mdp.branching
+
+    def onehots(states: np.ndarray, actions: np.ndarray):
+        rows, cols = [], []
+        for name, off in zip(fm.templates, fm.offsets, strict=False):
+            idx = fm.index(name)[states, actions].astype(np.int64)
+            keep = idx >= 0
+            rows.append(np.flatnonzero(keep))
+            cols.append(idx[keep] + off)
+        rows_, cols_ = np.concatenate(rows), np.concatenate(cols)
+        return sparse.csr_matrix((np.ones(rows_.size), (rows_, cols_)), shape=(states.size, fm.dim))
+
+    lo, hi = mdp.level(0)
+    levels = [sparse.csr_matrix((hi - lo, fm.dim))]  # path features of each state, per level
+    for t in range(mdp.horizon - 1):
+        lo, hi = mdp.level(t)
+        parent = np.repeat(np.arange(lo, hi), b)
+        token = np.tile(np.arange(f, mdp.vocab_size), hi - lo)
+        levels.append(levels[t][parent - lo] + onehots(parent, token))
+    path = sparse.vstack(levels, format="csr")
+    s, a = terminal_transitions(mdp)
+    return (path[s] + onehots(s, a)).tocsr()

@@ -150,6 +150,11 @@ def test_same_seed_bit_identical_and_agent_change_keeps_world(tmp_path):
         ("oracle.kind=cubic", "oracle.kind"),
         ("oracle.templates=[unigram,foo]", "oracle.templates"),
         ("env.reference=gpt", "env.reference"),
+        ("corruption.noise.sigma=-1", "corruption.noise.sigma"),
+        ("corruption.noise.levels=1", "corruption.noise.levels"),
+        ("corruption.sparsity.budget=0", "corruption.sparsity.budget"),
+        ("corruption.misspec.angle=4", "corruption.misspec.angle"),
+        ("corruption.misspec.omit=[trigram]", "corruption.misspec.omit"),
     ],
 )
 def test_bad_config_fails_before_work_naming_the_key(tmp_path, override, key):
@@ -164,6 +169,24 @@ def test_type_error_and_unknown_key_fail(tmp_path):
         proc = run_cli(_run_dir(tmp_path), override, cwd=tmp_path)
         assert proc.returncode != 0
         assert "horizon" in proc.stderr or "bogus" in proc.stderr
+
+
+def test_corrupted_run_reports_proxy_return_and_stores_proxy_reward(tmp_path):
+    proc = run_cli(
+        _run_dir(tmp_path),
+        "env=tiny",
+        "corruption=misweighted",
+        "agent=exact_planner",
+        "save_arrays=true",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["corruption"] == "misspec.angle=0.6"
+    with np.load(tmp_path / "run" / "arrays.npz") as z:
+        assert not np.array_equal(z["proxy_reward"], z["oracle_reward"])
+        assert metrics["proxy_return"] == pytest.approx(_recompute(dict(z))["proxy_return"], abs=1e-9)
+    assert metrics["proxy_return"] != metrics["oracle_return"]
 
 
 def test_rerun_into_same_dir_skips(tmp_path):
@@ -197,7 +220,7 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("group", ["env", "oracle", "agent"])
+@pytest.mark.parametrize("group", ["env", "oracle", "corruption", "agent"])
 def test_every_group_option_composes_and_validates(group):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for option in _options(group):

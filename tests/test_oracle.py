@@ -136,3 +136,17 @@ def test_bad_oracle_config(kwargs, field):
 
 def test_parse_kind():
     assert parse_kind("linear + length") == ("linear", "length")
+
+
+def test_sequence_features_match_path_walk():
+    from sim.features import sequence_features, terminal_transitions
+
+    m = TextMDP(2, 3, 4)
+    fm = FeatureMap(m, TEMPLATES)
+    Psi = sequence_features(fm).toarray()
+    s_end, a_end = terminal_transitions(m)
+    by_end = {(int(s), int(a)): i for i, (s, a) in enumerate(zip(s_end, a_end, strict=True))}
+    paths = sequences(m)
+    assert Psi.shape == (len(paths), fm.dim)
+    for _p, path in paths:
+        np.testing.assert_array_equal(Psi[by_end[path[-1]]], _features_of_sequence(fm, path))

@@ -1,0 +1,156 @@
+"""Gymnasium environments: API compliance, agreement with the exact model, next-step autoreset."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import sim
+from sim.config import EnvConfig, OracleConfig
+from sim.corruption import CorruptionConfig, NoiseConfig, SparsityConfig
+from sim.env import TextMDPEnv, TextMDPVectorEnv, token_table
+from sim.errors import ConfigError
+from sim.solvers import expected_return
+from sim.world import build_world
+
+CORRUPTIONS = [None, {"noise": {"sigma": 0.5}}, {"sparsity": {"mode": "terminal", "budget": 0.5}}]
+
+
+@pytest.mark.parametrize("obs_mode", ["state", "tokens"])
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_check_env_passes(obs_mode, corruption):
+    env = gym.make(sim.ENV_ID, obs_mode=obs_mode, corruption=corruption, vocab_size=5, horizon=4)
+    check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_make_and_make_vec_build_our_worlds():
+    env = gym.make(sim.ENV_ID, n_prompts=3, vocab_size=5, horizon=4, oracle={"kind": "nonlinear"})
+    assert isinstance(env.unwrapped, TextMDPEnv)
+    assert env.unwrapped.mdp.n_prompts == 3 and env.unwrapped.world.oracle.kind == "nonlinear"
+    envs = gym.make_vec(sim.ENV_ID, num_envs=16, n_prompts=3, vocab_size=5, horizon=4)
+    assert isinstance(envs, TextMDPVectorEnv)
+    assert envs.num_envs == 16 and envs.observation_space.shape == (16,)
+    assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+
+
+def test_same_world_as_the_experiment_runner():
+    env = gym.make(sim.ENV_ID, n_prompts=4, vocab_size=6, horizon=5, world_seed=3)
+    w = build_world(EnvConfig(n_prompts=4, vocab_size=6, horizon=5), OracleConfig(), None, 3)
+    np.testing.assert_array_equal(env.unwrapped.world.oracle.reward, w.oracle.reward)
+
+
+def test_single_env_episode_follows_the_tree_and_reports_oracle_reward():
+    env = gym.make(
+        sim.ENV_ID, vocab_size=4, horizon=3, corruption={"noise": {"sigma": 1.0}}, render_mode="ansi"
+    )
+    u = env.unwrapped
+    obs, info = env.reset(seed=1)
+    assert obs == info["state"] and u.mdp.depth[obs] == 0
+    for a in (2, 3):
+        s = obs
+        obs, r, term, trunc, info = env.step(a)
+        assert info["oracle_reward"] == u.world.oracle.reward[s, a]
+        assert r != info["oracle_reward"]  # noisy channel
+        assert not term and obs == u.mdp.next_state[s, a]
+    obs, r, term, trunc, info = env.step(1)  # the H-th token ends the episode
+    assert term and not trunc
+    assert env.render().endswith("t2 t3 t1")
+    with pytest.raises(RuntimeError, match="reset"):
+        u.step(1)
+
+
+def test_tokens_observation_decodes_the_prefix():
+    mdp = build_world(EnvConfig(n_prompts=2, vocab_size=4, horizon=3), OracleConfig()).mdp
+    table = token_table(mdp)
+    for s in range(mdp.n_states):
+        p, toks = mdp.decode(s)
+        assert table[s, 0] == p and table[s, -1] == len(toks)
+        assert list(table[s, 1 : 1 + len(toks)]) == list(toks)
+        assert np.all(table[s, 1 + len(toks) : -1] == mdp.vocab_size)
+
+
+@pytest.mark.parametrize("obs_mode", ["state", "tokens"])
+def test_vector_env_matches_single_env_semantics(obs_mode):
+    """Every slot of the vector env walks the tree; autoreset comes one step after termination."""
+    B = 64
+    envs = gym.make_vec(sim.ENV_ID, num_envs=B, vocab_size=4, horizon=3, obs_mode=obs_mode)
+    u = envs
+    mdp, r_star = u.mdp, u.world.oracle.reward
+    obs, _ = envs.reset(seed=0)
+    states = u._states.copy()
+    rng = np.random.default_rng(0)
+    done = np.zeros(B, dtype=bool)
+    for _ in range(20):
+        a = rng.integers(0, 4, B)
+        obs, r, term, trunc, info = envs.step(a)
+        stepped = ~done
+        np.testing.assert_array_equal(info["_oracle_reward"], stepped)
+        np.testing.assert_array_equal(r[stepped], r_star[states[stepped], a[stepped]])
+        assert np.all(r[done] == 0) and not term[done].any()
+        assert np.all(mdp.depth[u._states[done]] == 0)  # reset slots are at a prompt
+        expected_term = mdp.next_state[states, a] < 0
+        np.testing.assert_array_equal(term[stepped], expected_term[stepped])
+        if obs_mode == "tokens":
+            for i in np.flatnonzero(stepped & term):
+                p, toks = mdp.decode(int(states[i]))
+                resp = [*toks] + ([] if a[i] == 0 else [int(a[i])])
+                assert obs[i, 0] == p and obs[i, -1] == len(resp)
+                assert list(obs[i, 1 : 1 + len(resp)]) == resp
+        done = term.copy()
+        states = u._states.copy()
+    assert not trunc.any()
+
+
+def test_vector_env_mean_return_matches_exact_value():
+    """Uniform random actions: the mean episode return is within 4 standard errors of J(uniform)."""
+    B = 2048
+    world = build_world(
+        EnvConfig(n_prompts=4, vocab_size=5, horizon=4), OracleConfig(kind="nonlinear"), None, 0
+    )
+    envs = gym.make_vec(sim.ENV_ID, num_envs=B, world=world)
+    envs.reset(seed=0)
+    rng = np.random.default_rng(1)
+    ret = np.zeros(B)
+    done = np.zeros(B, dtype=bool)
+    finished: list[np.ndarray] = []
+    for _ in range(60):
+        _, r, term, _, _ = envs.step(rng.integers(0, 5, B))
+        ret = np.where(done, 0.0, ret) + r
+        finished.append(ret[term])
+        done = term
+    returns = np.concatenate(finished)
+    uniform = np.full(world.oracle.reward.shape, 1 / 5)
+    exact = expected_return(world.mdp, uniform, world.oracle.reward)
+    assert abs(returns.mean() - exact) < 4 * returns.std() / np.sqrt(returns.size)
+
+
+def test_vector_env_budget_flags_are_per_episode():
+    world = build_world(
+        EnvConfig(n_prompts=2, vocab_size=4, horizon=3),
+        OracleConfig(),
+        CorruptionConfig(sparsity=SparsityConfig(budget=0.5), noise=NoiseConfig(sigma=0.0)),
+        0,
+    )
+    envs = gym.make_vec(sim.ENV_ID, num_envs=4096, world=world)
+    envs.reset(seed=0)
+    carrying = []
+    for _ in range(3):  # no EOS: every episode lasts 3 steps when actions avoid token 0
+        _, r, term, _, info = envs.step(np.ones(4096, dtype=np.int64))
+        carrying.append(r == info["oracle_reward"])
+    # within an episode, either every reward arrives or none does
+    np.testing.assert_array_equal(carrying[0], carrying[1])
+    np.testing.assert_array_equal(carrying[1], carrying[2])
+    assert abs(np.mean(carrying[0]) - 0.5) < 4 * np.sqrt(0.25 / 4096)
+
+
+def test_bad_env_arguments():
+    with pytest.raises(ConfigError, match="obs_mode"):
+        gym.make(sim.ENV_ID, obs_mode="pixels")
+    with pytest.raises(ConfigError, match="vocab_size"):
+        gym.make(sim.ENV_ID, vocab_size=1)
+    with pytest.raises(ConfigError, match="corruption.noise.sigma"):
+        gym.make(sim.ENV_ID, corruption={"noise": {"sigma": -1}})
+    with pytest.raises(ConfigError, match="num_envs"):
+        gym.make_vec(sim.ENV_ID, num_envs=0)
