@@ -51,7 +51,11 @@ def main(cfg: DictConfig) -> dict | None:
         print(f"rmsim: skipped {out} (metrics.json exists)")
         return None
 
-    result = run(config)
+    try:
+        result = run(config)
+    except ConfigError as e:  # a value that only turns out impossible on the drawn data
+        print(f"rmsim: invalid config: {e}", file=sys.stderr)
+        sys.exit(2)
 
     if result.curve:
         write_csv(out / "curve.csv", result.curve, CURVE_COLUMNS)

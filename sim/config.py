@@ -8,6 +8,7 @@ the checks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from sim.corruption import CorruptionConfig
@@ -18,7 +19,10 @@ from sim.oracle import FORMS, parse_kind
 from sim.reference import REFERENCES
 
 AGENTS = ("exact_planner", "soft_planner")
-PIPELINES = ("direct",)
+PIPELINES = ("direct", "rlhf")
+FEEDBACK_KINDS = ("preferences", "ratings", "rankings")
+SAMPLERS = ("reference", "uniform", "policy")
+REWARD_MODELS = ("tabular", "linear")
 SCALES = ("paper", "sanity")
 
 
@@ -94,6 +98,112 @@ class OracleConfig:
 
 
 @dataclass
+class FeedbackConfig:
+    """Simulated human feedback (pipeline=rlhf). Thresholds and noise are in units of the oracle's return
+    standard deviation under the sampling distribution, so they mean the same on every world."""
+
+    kind: str = "preferences"
+    """preferences (Bradley-Terry pairs), ratings (scores) or rankings (Plackett-Luce, k at a time)."""
+    n: int = 1000
+    """Number of labels N requested (skipped pairs are not replaced)."""
+    rationality: float = 1.0
+    """Bradley-Terry / Plackett-Luce rationality on standardised returns; .inf is a perfect teacher."""
+    flip: float = 0.0
+    """Probability epsilon in [0, 1] that a preference label is flipped (a ranking replaced by a random one)."""
+    myopia: float = 1.0
+    """gamma in (0, 1]: the teacher weighs a sequence's rewards by gamma^(T-1-t); 1 is not myopic."""
+    skip: float | None = None
+    """Skip items whose best standardised return is below this (None = never skip)."""
+    equal: float = 0.0
+    """Label 1/2 when two returns differ by less than this many standard deviations."""
+    sigma: float = 0.0
+    """Noise of a rating, in return standard deviations."""
+    levels: int = 0
+    """Likert levels of a rating (0 = continuous, else >= 2)."""
+    k: int = 4
+    """Sequences per ranking (>= 2)."""
+    annotators: int = 1
+    """Number of annotators; each label comes from one drawn at random."""
+    annotator_spread: float = 0.0
+    """Angle (radians) between each annotator's linear weights and the oracle's."""
+    sampler: str = "reference"
+    """Who writes the compared sequences: reference (pi_ref), uniform, or policy (iterated RLHF)."""
+    rounds: int = 1
+    """Rounds of iterated RLHF with sampler=policy: round 0 from pi_ref, later ones from the agent."""
+    prompt_coverage: float = 1.0
+    """Fraction kappa in (0, 1] of prompts that appear in the feedback data."""
+    n_eval: int = 2000
+    """Held-out pairs for each of the in-distribution and the shifted evaluation sets."""
+    shift_beta: float = 0.5
+    """The shifted evaluation set comes from the oracle's soft optimum at this beta (in return sds)."""
+
+    def __post_init__(self) -> None:
+        check(self.kind in FEEDBACK_KINDS, "feedback.kind", self.kind, f"one of {list(FEEDBACK_KINDS)}")
+        check(self.n >= 1, "feedback.n", self.n, "an integer >= 1")
+        check(self.rationality > 0, "feedback.rationality", self.rationality, "> 0 (.inf for a perfect teacher)")
+        check(0 <= self.flip <= 1, "feedback.flip", self.flip, "in [0, 1]")
+        check(0 < self.myopia <= 1, "feedback.myopia", self.myopia, "in (0, 1]")
+        check(self.equal >= 0, "feedback.equal", self.equal, ">= 0")
+        check(self.sigma >= 0, "feedback.sigma", self.sigma, ">= 0")
+        check(self.levels == 0 or self.levels >= 2, "feedback.levels", self.levels, "0 (off) or >= 2")
+        check(self.k >= 2, "feedback.k", self.k, "an integer >= 2")
+        check(self.annotators >= 1, "feedback.annotators", self.annotators, "an integer >= 1")
+        check(
+            0 <= self.annotator_spread <= math.pi,
+            "feedback.annotator_spread",
+            self.annotator_spread,
+            "in [0, pi]",
+        )
+        check(self.sampler in SAMPLERS, "feedback.sampler", self.sampler, f"one of {list(SAMPLERS)}")
+        check(self.rounds >= 1, "feedback.rounds", self.rounds, "an integer >= 1")
+        check(
+            self.rounds == 1 or self.sampler == "policy",
+            "feedback.rounds",
+            self.rounds,
+            "1 unless sampler=policy",
+        )
+        check(self.rounds <= self.n, "feedback.rounds", self.rounds, f"<= feedback.n={self.n}")
+        check(0 < self.prompt_coverage <= 1, "feedback.prompt_coverage", self.prompt_coverage, "in (0, 1]")
+        check(self.n_eval >= 1, "feedback.n_eval", self.n_eval, "an integer >= 1")
+        check(self.shift_beta > 0, "feedback.shift_beta", self.shift_beta, "> 0")
+
+
+@dataclass
+class RewardModelConfig:
+    """The reward model fitted to the feedback by MAP (pipeline=rlhf)."""
+
+    name: str = "linear"
+    """tabular (one parameter per complete sequence) or linear (over feature templates)."""
+    templates: list[str] = field(default_factory=lambda: ["unigram", "position", "bigram", "prompt"])
+    """Feature templates of the linear model; leaving some of the oracle's out is a misspecification."""
+    prior_scale: float = 1.0
+    """Standard deviation s of the Gaussian prior N(0, s^2 I) on the parameters (the L2 strength 1/s^2)."""
+    ensemble: int = 0
+    """Bootstrap ensemble size (0 or 1 = a single MAP fit)."""
+    pessimism: float = 0.0
+    """Optimise mean - k * std of the predicted return (std from the ensemble, or Laplace for linear)."""
+    rating_sigma: float = 1.0
+    """Standard deviation of the Gaussian ratings likelihood."""
+    tol: float = 1e-6
+    """Stopping tolerance of L-BFGS-B on the projected gradient of the mean loss."""
+
+    def __post_init__(self) -> None:
+        check(self.name in REWARD_MODELS, "reward_model.name", self.name, f"one of {list(REWARD_MODELS)}")
+        check_templates(self.templates, "reward_model.templates")
+        check(self.prior_scale > 0, "reward_model.prior_scale", self.prior_scale, "> 0")
+        check(self.ensemble >= 0, "reward_model.ensemble", self.ensemble, "an integer >= 0")
+        check(self.pessimism >= 0, "reward_model.pessimism", self.pessimism, ">= 0")
+        check(self.rating_sigma > 0, "reward_model.rating_sigma", self.rating_sigma, "> 0")
+        check(self.tol > 0, "reward_model.tol", self.tol, "> 0")
+        check(
+            self.pessimism == 0 or self.ensemble >= 2 or self.name == "linear",
+            "reward_model.pessimism",
+            self.pessimism,
+            "0 for a tabular model without an ensemble (set reward_model.ensemble >= 2)",
+        )
+
+
+@dataclass
 class AgentConfig:
     """The optimiser of the proxy reward."""
 
@@ -120,11 +230,14 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
     corruption: CorruptionConfig = field(default_factory=CorruptionConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     seed: int = 0
     """Root seed; world, oracle, corruption, feedback and agent draw from independent child streams."""
     pipeline: str = "direct"
-    """direct (corrupt the oracle signal) or rlhf (fit a reward model to simulated feedback)."""
+    """direct (corrupt the oracle signal) or rlhf (fit a reward model to simulated feedback; the corruption
+    pipeline then defines the reward the annotators perceive)."""
     scale: str = "paper"
     """paper or sanity (named experiments shrink at sanity scale)."""
     save_arrays: bool = False
@@ -132,7 +245,7 @@ class Config:
 
     def __post_init__(self) -> None:
         check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        check(self.pipeline in PIPELINES, "pipeline", self.pipeline, f"one of {list(PIPELINES)} (so far)")
+        check(self.pipeline in PIPELINES, "pipeline", self.pipeline, f"one of {list(PIPELINES)}")
         check(self.scale in SCALES, "scale", self.scale, f"one of {list(SCALES)}")
         if self.oracle.target_length is not None:
             check(

@@ -145,9 +145,7 @@ class TextMDPEnv(gym.Env, _Spec):
         render_mode: str | None = None,
         world: World | None = None,
     ):
-        self._setup(
-            _world(world, n_prompts, vocab_size, horizon, eos, oracle, corruption, world_seed), obs_mode
-        )
+        self._setup(_world(world, n_prompts, vocab_size, horizon, eos, oracle, corruption, world_seed), obs_mode)
         self.observation_space = self._single_obs_space
         self.action_space = self._single_act_space
         self.render_mode = render_mode
@@ -222,9 +220,7 @@ class TextMDPVectorEnv(VectorEnv, _Spec):
         world: World | None = None,
     ):
         check(num_envs >= 1, "num_envs", num_envs, ">= 1")
-        self._setup(
-            _world(world, n_prompts, vocab_size, horizon, eos, oracle, corruption, world_seed), obs_mode
-        )
+        self._setup(_world(world, n_prompts, vocab_size, horizon, eos, oracle, corruption, world_seed), obs_mode)
         self.num_envs = int(num_envs)
         self.single_observation_space = self._single_obs_space
         self.single_action_space = self._single_act_space

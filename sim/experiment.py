@@ -15,6 +15,7 @@ from sim.config import Config
 from sim.mdp import TextMDP
 from sim.metrics import exact_metrics
 from sim.oracle import sequence_form
+from sim.rlhf import run_rlhf
 from sim.solvers import occupancy
 from sim.world import build_world, seed_streams
 
@@ -41,18 +42,23 @@ def run(cfg: Config) -> RunResult:
     """Run one experiment end to end."""
     t0 = time.perf_counter()
     world = build_world(cfg.env, cfg.oracle, cfg.corruption, cfg.seed)
-    mdp, ref = world.mdp, world.ref_policy
-    oracle, proxy = world.oracle, world.channel.expected()
-    agent_rng = np.random.default_rng(seed_streams(cfg.seed)["agent"])
-    agent = run_agent(cfg.agent.name, mdp, proxy, ref, agent_rng, beta=cfg.agent.beta)
-    metrics: dict[str, float | int | str | None] = dict(
-        exact_metrics(mdp, agent.policy, oracle.reward, proxy, ref)
-    )
+    mdp, ref, oracle = world.mdp, world.ref_policy, world.oracle
+    streams = seed_streams(cfg.seed)
+    agent_rng = np.random.default_rng(streams["agent"])
+    extra: dict[str, float | int | None] = {}
+    if cfg.pipeline == "rlhf":
+        result = run_rlhf(cfg, world, streams["feedback"], agent_rng)
+        agent, proxy, extra = result.agent, result.reward_model.table, result.metrics
+    else:
+        proxy = world.channel.expected()
+        agent = run_agent(cfg.agent.name, mdp, proxy, ref, agent_rng, beta=cfg.agent.beta)
+    metrics: dict[str, float | int | str | None] = dict(exact_metrics(mdp, agent.policy, oracle.reward, proxy, ref))
     metrics.update(
         seed=cfg.seed,
         pipeline=cfg.pipeline,
         oracle=f"{cfg.oracle.kind} ({cfg.oracle.form})",
         corruption=cfg.corruption.describe(),
+        **extra,
         agent=cfg.agent.name,
         n_states=mdp.n_states,
         n_actions=mdp.n_actions,
@@ -102,21 +108,24 @@ def summary(result: RunResult, n_prompts: int = 2, k: int = 3) -> str:
         "normalized_gap",
         "proxy_return",
         "kl_to_reference",
+        "rm_accuracy_in_dist",
+        "rm_accuracy_shifted",
+        "reward_distance",
+        "n_feedback",
         "wall_time_s",
     ]
     for key in keys:
+        if key not in m:
+            continue
         v = m.get(key)
-        lines.append(f"  {key:<18} {'n/a' if v is None else f'{v:.4f}'}")
+        text = "n/a" if v is None else (f"{v:d}" if isinstance(v, int) else f"{v:.4f}")
+        lines.append(f"  {key:<20} {text}")
     lines.append("")
     lines.append(f"  {'most likely outputs':<34} {'prob':>6} {'oracle':>8} {'proxy':>8}")
     for p in range(min(n_prompts, mdp.n_prompts)):
         for s, a, prob in top_sequences(mdp, result.arrays["policy"], p, k):
-            lines.append(
-                f"  {mdp.format_sequence(s, a):<34} {prob:6.3f} {R_oracle[s, a]:8.3f} {R_proxy[s, a]:8.3f}"
-            )
+            lines.append(f"  {mdp.format_sequence(s, a):<34} {prob:6.3f} {R_oracle[s, a]:8.3f} {R_proxy[s, a]:8.3f}")
         mine = (mdp.prompt == p)[:, None] & mdp.terminal_mask()
         s, a = np.unravel_index(np.argmax(np.where(mine, R_oracle, -np.inf)), R_oracle.shape)
-        lines.append(
-            f"  {'(oracle best) ' + mdp.format_sequence(int(s), int(a)):<34} {'':>6} {R_oracle[s, a]:8.3f}"
-        )
+        lines.append(f"  {'(oracle best) ' + mdp.format_sequence(int(s), int(a)):<34} {'':>6} {R_oracle[s, a]:8.3f}")
     return "\n".join(lines)

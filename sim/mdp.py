@@ -38,9 +38,7 @@ def validate_world(n_prompts: int, vocab_size: int, horizon: int, eos: bool = Tr
     Raises:
         ConfigError: naming the field and the allowed range.
     """
-    check(
-        isinstance(n_prompts, int | np.integer) and n_prompts >= 1, "n_prompts", n_prompts, "an integer >= 1"
-    )
+    check(isinstance(n_prompts, int | np.integer) and n_prompts >= 1, "n_prompts", n_prompts, "an integer >= 1")
     check(
         isinstance(vocab_size, int | np.integer) and vocab_size >= 2,
         "vocab_size",

@@ -56,3 +56,41 @@ def exact_metrics(
         "proxy_return": expected_return(mdp, policy, proxy_reward, d),
         "kl_to_reference": kl_divergence(mdp, policy, ref_policy, d),
     }
+
+
+def reward_distance(true: np.ndarray, proxy: np.ndarray, weights: np.ndarray, prompt: np.ndarray) -> float:
+    """EPIC-style Pearson distance ``sqrt((1 - rho) / 2)`` between two return vectors over complete sequences.
+
+    Returns are first centred within each prompt (a reward model learned from comparisons is identified only
+    up to a per-prompt constant), then ``rho`` is their ``weights``-weighted Pearson correlation. The distance
+    is invariant to positive scaling and per-prompt shifts of either reward: 0 for the same ordering
+    everywhere, 1/sqrt(2) for uncorrelated, 1 for reversed. A constant proxy counts as uncorrelated.
+
+    Args:
+        true, proxy: (n_seq,) returns.
+        weights: (n_seq,) the coverage distribution (need not be normalised).
+        prompt: (n_seq,) prompt of each sequence.
+    """
+    w = weights / weights.sum()
+    mass = np.bincount(prompt, weights=w)
+    safe = np.where(mass > 0, mass, 1.0)
+
+    def centred(x: np.ndarray) -> np.ndarray:
+        return x - (np.bincount(prompt, weights=w * x) / safe)[prompt]
+
+    x, y = centred(true), centred(proxy)
+    vx, vy = w @ (x * x), w @ (y * y)
+    scale = max(1.0, float(np.max(np.abs(true))), float(np.max(np.abs(proxy))))
+    if vx <= 1e-24 * scale**2 or vy <= 1e-24 * scale**2:
+        rho = 0.0
+    else:
+        rho = float(np.clip(w @ (x * y) / np.sqrt(vx * vy), -1.0, 1.0))
+    return float(np.sqrt((1.0 - rho) / 2.0))
+
+
+def per_prompt_gap(mdp: TextMDP, policy: np.ndarray, oracle_reward: np.ndarray) -> np.ndarray:
+    """(P,) optimal minus achieved oracle return, prompt by prompt."""
+    from sim.solvers import policy_values
+
+    P = mdp.n_prompts
+    return backward_induction(mdp, oracle_reward)[0][:P] - policy_values(mdp, policy, oracle_reward)[0][:P]

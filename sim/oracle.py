@@ -40,24 +40,26 @@ def parse_kind(kind: str, field: str = "oracle.kind") -> tuple[str, ...]:
     return parts
 
 
-def sequence_form(mdp: TextMDP, reward: np.ndarray) -> np.ndarray:
+def sequence_form(mdp: TextMDP, reward: np.ndarray, gamma: float = 1.0) -> np.ndarray:
     """Move a reward to the episode end: each terminal ``(s, a)`` carries the full path return.
 
     Args:
         mdp: the world.
         reward: float array (S, A), any reward.
+        gamma: myopia: a path ``r_0..r_{T-1}`` gets ``sum_t gamma^(T-1-t) r_t`` (the last token weighs 1).
+            ``gamma = 1`` (default) is the plain return.
 
     Returns:
-        float array (S, A): ``R(x, y)`` (the sum along the path) on terminal transitions, 0 elsewhere.
-        Every complete sequence keeps its return exactly.
+        float array (S, A): the (discounted) return ``R(x, y)`` on terminal transitions, 0 elsewhere.
+        With ``gamma = 1`` every complete sequence keeps its return exactly.
     """
     f = mdp.first_token
-    prefix = np.zeros(mdp.n_states)  # reward accumulated before reaching each state
+    prefix = np.zeros(mdp.n_states)  # (discounted) reward accumulated before reaching each state
     for t in range(mdp.horizon - 1):
         lo, hi = mdp.level(t)
         clo, chi = mdp.level(t + 1)
-        prefix[clo:chi] = (prefix[lo:hi, None] + reward[lo:hi, f:]).reshape(-1)
-    return np.where(mdp.terminal_mask(), prefix[:, None] + reward, 0.0)
+        prefix[clo:chi] = (gamma * prefix[lo:hi, None] + reward[lo:hi, f:]).reshape(-1)
+    return np.where(mdp.terminal_mask(), gamma * prefix[:, None] + reward, 0.0)
 
 
 def token_presence(mdp: TextMDP) -> np.ndarray:

@@ -44,9 +44,7 @@ def brute_optimal(mdp: TextMDP, r: np.ndarray) -> float:
 
 
 def brute_return(mdp: TextMDP, pi: np.ndarray, r: np.ndarray) -> float:
-    return float(
-        sum(mdp.initial_dist[p] * seq_prob(path, pi) * seq_return(path, r) for p, path in sequences(mdp))
-    )
+    return float(sum(mdp.initial_dist[p] * seq_prob(path, pi) * seq_return(path, r) for p, path in sequences(mdp)))
 
 
 def brute_kl(mdp: TextMDP, pi: np.ndarray, ref: np.ndarray) -> float:

@@ -155,6 +155,13 @@ def test_same_seed_bit_identical_and_agent_change_keeps_world(tmp_path):
         ("corruption.sparsity.budget=0", "corruption.sparsity.budget"),
         ("corruption.misspec.angle=4", "corruption.misspec.angle"),
         ("corruption.misspec.omit=[trigram]", "corruption.misspec.omit"),
+        ("feedback.n=0", "feedback.n"),
+        ("feedback.flip=1.5", "feedback.flip"),
+        ("feedback.myopia=0", "feedback.myopia"),
+        ("feedback.prompt_coverage=0", "feedback.prompt_coverage"),
+        ("reward_model.prior_scale=0", "reward_model.prior_scale"),
+        ("reward_model.templates=[bogus]", "reward_model.templates"),
+        ("pipeline=magic", "pipeline"),
     ],
 )
 def test_bad_config_fails_before_work_naming_the_key(tmp_path, override, key):
@@ -189,6 +196,35 @@ def test_corrupted_run_reports_proxy_return_and_stores_proxy_reward(tmp_path):
     assert metrics["proxy_return"] != metrics["oracle_return"]
 
 
+RLHF_KEYS = {"rm_accuracy_in_dist", "rm_accuracy_shifted", "reward_distance", "n_feedback"}
+
+
+def test_rlhf_run_reports_reward_model_metrics(tmp_path):
+    proc = run_cli(
+        _run_dir(tmp_path),
+        "pipeline=rlhf",
+        "env=tiny",
+        "feedback=mistake",
+        "feedback.n=300",
+        "save_arrays=true",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "rm_accuracy_in_dist" in proc.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (CONTRACT_KEYS | RLHF_KEYS) <= metrics.keys()
+    assert metrics["n_feedback"] == 300 and 0 <= metrics["reward_distance"] <= 1
+    with np.load(tmp_path / "run" / "arrays.npz") as z:
+        again = _recompute(dict(z))
+    assert metrics["proxy_return"] == pytest.approx(again["proxy_return"], abs=1e-9)
+
+
+def test_direct_run_has_no_reward_model_metrics(tmp_path):
+    assert run_cli(_run_dir(tmp_path), "env=tiny", cwd=tmp_path).returncode == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert not (RLHF_KEYS & metrics.keys())
+
+
 def test_rerun_into_same_dir_skips(tmp_path):
     assert run_cli(_run_dir(tmp_path), "env=tiny", cwd=tmp_path).returncode == 0
     before = (tmp_path / "run" / "metrics.json").read_text()
@@ -220,7 +256,7 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("group", ["env", "oracle", "corruption", "agent"])
+@pytest.mark.parametrize("group", ["env", "oracle", "corruption", "feedback", "reward_model", "agent"])
 def test_every_group_option_composes_and_validates(group):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for option in _options(group):

@@ -42,9 +42,7 @@ def test_same_world_as_the_experiment_runner():
 
 
 def test_single_env_episode_follows_the_tree_and_reports_oracle_reward():
-    env = gym.make(
-        sim.ENV_ID, vocab_size=4, horizon=3, corruption={"noise": {"sigma": 1.0}}, render_mode="ansi"
-    )
+    env = gym.make(sim.ENV_ID, vocab_size=4, horizon=3, corruption={"noise": {"sigma": 1.0}}, render_mode="ansi")
     u = env.unwrapped
     obs, info = env.reset(seed=1)
     assert obs == info["state"] and u.mdp.depth[obs] == 0
@@ -106,9 +104,7 @@ def test_vector_env_matches_single_env_semantics(obs_mode):
 def test_vector_env_mean_return_matches_exact_value():
     """Uniform random actions: the mean episode return is within 4 standard errors of J(uniform)."""
     B = 2048
-    world = build_world(
-        EnvConfig(n_prompts=4, vocab_size=5, horizon=4), OracleConfig(kind="nonlinear"), None, 0
-    )
+    world = build_world(EnvConfig(n_prompts=4, vocab_size=5, horizon=4), OracleConfig(kind="nonlinear"), None, 0)
     envs = gym.make_vec(sim.ENV_ID, num_envs=B, world=world)
     envs.reset(seed=0)
     rng = np.random.default_rng(1)

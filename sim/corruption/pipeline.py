@@ -234,9 +234,7 @@ def build_channel(
         if nz.drop > 0:
             r = np.where(deliver & (rng.random(r.shape) < nz.drop), 0.0, r)
         return RewardChannel(table=r, deliver=deliver, budget=sp.budget)
-    return RewardChannel(
-        table=r, deliver=deliver, sigma=nz.sigma, quantizer=quant, drop=nz.drop, budget=sp.budget
-    )
+    return RewardChannel(table=r, deliver=deliver, sigma=nz.sigma, quantizer=quant, drop=nz.drop, budget=sp.budget)
 
 
 def _misspecify(mdp: TextMDP, oracle: Oracle, m: MisspecConfig, rng: np.random.Generator) -> np.ndarray:
@@ -250,12 +248,8 @@ def _misspecify(mdp: TextMDP, oracle: Oracle, m: MisspecConfig, rng: np.random.G
         rest = np.zeros_like(r)  # the projection replaces the whole oracle
     elif reweight:
         if oracle.features is None:
-            key, value = (
-                ("corruption.misspec.angle", m.angle) if m.angle > 0 else ("corruption.misspec.omit", m.omit)
-            )
-            raise ConfigError(
-                key, value, "only with an oracle that has a linear part (oracle.kind linear/nonlinear)"
-            )
+            key, value = ("corruption.misspec.angle", m.angle) if m.angle > 0 else ("corruption.misspec.omit", m.omit)
+            raise ConfigError(key, value, "only with an oracle that has a linear part (oracle.kind linear/nonlinear)")
         fm, theta = oracle.features, oracle.theta
         linear = fm.reward(theta)
         rest = r - (linear if oracle.form == "dense" else sequence_form(mdp, linear))  # the non-linear terms
