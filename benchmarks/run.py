@@ -7,10 +7,15 @@ import json
 import sys
 
 import experiments  # noqa: F401  (single-threaded BLAS, as in runs and tests)
-from benchmarks import bench_env, bench_reward_models, bench_solvers
+from benchmarks import bench_agents, bench_env, bench_reward_models, bench_solvers
 from benchmarks.common import save
 
-REGISTRY = {**bench_solvers.BENCHMARKS, **bench_env.BENCHMARKS, **bench_reward_models.BENCHMARKS}
+REGISTRY = {
+    **bench_solvers.BENCHMARKS,
+    **bench_env.BENCHMARKS,
+    **bench_reward_models.BENCHMARKS,
+    **bench_agents.BENCHMARKS,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

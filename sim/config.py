@@ -18,7 +18,18 @@ from sim.mdp import validate_world
 from sim.oracle import FORMS, parse_kind
 from sim.reference import REFERENCES
 
-AGENTS = ("exact_planner", "soft_planner")
+AGENTS = (
+    "exact_planner",
+    "soft_planner",
+    "q_learning",
+    "policy_gradient",
+    "linear_q",
+    "lspi",
+    "loglinear_pg",
+    "best_of_n",
+    "dpo",
+)
+KL_AGENTS = ("soft_planner", "policy_gradient", "loglinear_pg", "dpo")
 PIPELINES = ("direct", "rlhf")
 FEEDBACK_KINDS = ("preferences", "ratings", "rankings")
 SAMPLERS = ("reference", "uniform", "policy")
@@ -205,22 +216,56 @@ class RewardModelConfig:
 
 @dataclass
 class AgentConfig:
-    """The optimiser of the proxy reward."""
+    """The optimiser of the proxy reward (see ``sim/agents``)."""
 
     name: str = "soft_planner"
-    """exact_planner or soft_planner."""
+    """exact_planner, soft_planner, q_learning, policy_gradient, linear_q, lspi, loglinear_pg, best_of_n, dpo."""
     beta: float = 0.1
-    """KL coefficient of KL-regularised agents (> 0)."""
+    """KL coefficient of soft_planner, policy_gradient, loglinear_pg and dpo (> 0)."""
     n: int = 4
-    """Samples of best-of-n (>= 1)."""
-    steps: int = 1000
-    """Training budget of learning agents (>= 1)."""
+    """Samples of best_of_n (>= 1)."""
+    steps: int = 2000
+    """Budget: episodes for sampling agents, gradient steps for exact-gradient ones, iterations for dpo."""
+    lr: float = 0.5
+    """Step size (the initial one when lr_decay > 0)."""
+    lr_decay: float = 0.6
+    """Tabular q_learning: per-(s, a) step size lr / (1 + visits)^lr_decay; 0 keeps it constant."""
+    epsilon: float = 0.05
+    """Final exploration rate of epsilon-greedy (annealed from 1 over the first half of training)."""
+    exploration: str = "epsilon"
+    """epsilon (epsilon-greedy) or boltzmann (softmax of Q / temperature) for q_learning and linear_q."""
+    temperature: float = 0.1
+    """Boltzmann exploration temperature."""
+    batch: int = 256
+    """Episodes stepped together (the vector env's num_envs) by sampling agents."""
+    mode: str = "exact"
+    """policy_gradient and loglinear_pg: exact (the exact gradient) or sampled (REINFORCE with a baseline)."""
+    natural: bool = True
+    """Exact tabular policy_gradient: natural gradient (KL-regularised NPG) or the plain gradient."""
+    templates: list[str] = field(default_factory=lambda: ["position", "bigram"])
+    """Feature templates of the linear agents."""
+    policy: str = "tabular"
+    """dpo's policy class: tabular (a logit per state and token) or loglinear (pi_ref times exp(theta . phi))."""
+    checkpoints: int = 20
+    """Points on the log-spaced learning curve (curve.csv)."""
 
     def __post_init__(self) -> None:
         check(self.name in AGENTS, "agent.name", self.name, f"one of {list(AGENTS)}")
-        check(self.beta > 0 and self.beta < float("inf"), "agent.beta", self.beta, "a finite number > 0")
-        check(self.n >= 1, "agent.n", self.n, ">= 1")
-        check(self.steps >= 1, "agent.steps", self.steps, ">= 1")
+        check(0 < self.beta < float("inf"), "agent.beta", self.beta, "a finite number > 0")
+        check(self.n >= 1, "agent.n", self.n, "an integer >= 1")
+        check(self.steps >= 1, "agent.steps", self.steps, "an integer >= 1")
+        check(0 < self.lr < float("inf"), "agent.lr", self.lr, "a finite number > 0")
+        check(0 <= self.lr_decay <= 1, "agent.lr_decay", self.lr_decay, "in [0, 1]")
+        check(0 <= self.epsilon <= 1, "agent.epsilon", self.epsilon, "in [0, 1]")
+        check(
+            self.exploration in ("epsilon", "boltzmann"), "agent.exploration", self.exploration, "epsilon or boltzmann"
+        )
+        check(self.temperature > 0, "agent.temperature", self.temperature, "> 0")
+        check(self.batch >= 1, "agent.batch", self.batch, "an integer >= 1")
+        check(self.mode in ("exact", "sampled"), "agent.mode", self.mode, "exact or sampled")
+        check_templates(self.templates, "agent.templates")
+        check(self.policy in ("tabular", "loglinear"), "agent.policy", self.policy, "tabular or loglinear")
+        check(self.checkpoints >= 2, "agent.checkpoints", self.checkpoints, "an integer >= 2")
 
 
 @dataclass
@@ -247,6 +292,13 @@ class Config:
         check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         check(self.pipeline in PIPELINES, "pipeline", self.pipeline, f"one of {list(PIPELINES)}")
         check(self.scale in SCALES, "scale", self.scale, f"one of {list(SCALES)}")
+        if self.agent.name == "dpo":
+            check(
+                self.pipeline == "rlhf" and self.feedback.kind == "preferences",
+                "agent.name",
+                self.agent.name,
+                "dpo only with pipeline=rlhf and feedback.kind=preferences (it learns from preference data)",
+            )
         if self.oracle.target_length is not None:
             check(
                 self.oracle.target_length <= self.env.horizon,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.agents import run_agent
+from sim.agents import AgentContext, run_agent
 from sim.config import Config
 from sim.mdp import TextMDP
 from sim.metrics import exact_metrics
@@ -48,10 +48,12 @@ def run(cfg: Config) -> RunResult:
     extra: dict[str, float | int | None] = {}
     if cfg.pipeline == "rlhf":
         result = run_rlhf(cfg, world, streams["feedback"], agent_rng)
-        agent, proxy, extra = result.agent, result.reward_model.table, result.metrics
+        agent, proxy = result.agent, result.reward_model.table
+        extra = {**result.metrics, **agent.extra}
     else:
         proxy = world.channel.expected()
-        agent = run_agent(cfg.agent.name, mdp, proxy, ref, agent_rng, beta=cfg.agent.beta)
+        agent = run_agent(AgentContext(world, proxy, world.channel, agent_rng), cfg.agent)
+        extra = dict(agent.extra)
     metrics: dict[str, float | int | str | None] = dict(exact_metrics(mdp, agent.policy, oracle.reward, proxy, ref))
     metrics.update(
         seed=cfg.seed,

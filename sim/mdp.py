@@ -73,6 +73,7 @@ class TextMDP:
         prompt: int64 array (S,), the prompt of each state.
         last_token: int64 array (S,), the last generated token, ``-1`` at depth 0.
         prev_token: int64 array (S,), the token before it, ``-1`` if none.
+        parent: int64 array (S,), the parent state, ``-1`` at depth 0 (``last_token`` is the action into s).
         level_start: int64 array (H+1,), ``level_start[t]`` is the first state of depth ``t``.
         initial_dist: float64 array (S,), uniform over the depth-0 states.
     """
@@ -86,6 +87,7 @@ class TextMDP:
     prompt: np.ndarray = field(init=False, repr=False)
     last_token: np.ndarray = field(init=False, repr=False)
     prev_token: np.ndarray = field(init=False, repr=False)
+    parent: np.ndarray = field(init=False, repr=False)
     level_start: np.ndarray = field(init=False, repr=False)
     initial_dist: np.ndarray = field(init=False, repr=False)
 
@@ -106,6 +108,7 @@ class TextMDP:
         self.prompt = np.empty(S, dtype=np.int64)
         self.last_token = np.full(S, -1, dtype=np.int64)
         self.prev_token = np.full(S, -1, dtype=np.int64)
+        self.parent = np.full(S, -1, dtype=np.int64)
         self.prompt[:P] = np.arange(P)
         tokens = np.arange(self.first_token, V, dtype=np.int64)  # the b non-EOS tokens, in order
         for t in range(H - 1):
@@ -114,9 +117,10 @@ class TextMDP:
             clo = int(self.level_start[t + 1])
             chi = clo + n * b
             self.next_state[lo:hi, self.first_token :] = clo + np.arange(n * b, dtype=np.int64).reshape(n, b)
-            self.prompt[clo:chi] = np.repeat(self.prompt[lo:hi], b)
+            self.parent[clo:chi] = np.repeat(np.arange(lo, hi, dtype=np.int64), b)
+            self.prompt[clo:chi] = self.prompt[self.parent[clo:chi]]
             self.last_token[clo:chi] = np.tile(tokens, n)
-            self.prev_token[clo:chi] = np.repeat(self.last_token[lo:hi], b)
+            self.prev_token[clo:chi] = self.last_token[self.parent[clo:chi]]
         self.initial_dist = np.zeros(S)
         self.initial_dist[:P] = 1.0 / P
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.agents import AgentResult, run_agent
+from sim.agents import AgentContext, AgentResult, run_agent
 from sim.config import Config
+from sim.corruption import identity_channel
 from sim.feedback import Sequences, SequenceSampler, collect, covered_prompts, make_teacher, preference_accuracy
 from sim.feedback.datasets import FeedbackData, evaluation_pairs, sampling_probs
 from sim.metrics import per_prompt_gap, reward_distance
@@ -81,7 +82,8 @@ def run_rlhf(
             rmc.tol,
             rng,
         )
-        agent = run_agent(cfg.agent.name, mdp, rm.table, ref, agent_rng, beta=cfg.agent.beta)
+        ctx = AgentContext(world, rm.table, identity_channel(mdp, rm.table), agent_rng, feedback=data)
+        agent = run_agent(ctx, cfg.agent)
         probs = seqs.probs(agent.policy)
 
     # evaluation of the reward model

@@ -48,6 +48,7 @@ def test_decode_encode_roundtrip_and_parent_structure(small_world):
         assert m.prompt[s] == p
         assert m.last_token[s] == (toks[-1] if toks else -1)
         assert m.prev_token[s] == (toks[-2] if len(toks) > 1 else -1)
+        assert m.parent[s] == (m.encode(p, toks[:-1]) if toks else -1)
         for a in range(m.first_token, m.vocab_size):
             if m.next_state[s, a] >= 0:
                 assert m.decode(int(m.next_state[s, a])) == (p, (*toks, a))

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from sim.mdp import TextMDP
+from sim.agents.base import AgentContext, AgentResult, register
 from sim.solvers import optimal_policy, soft_optimal
 
 
-def exact_planner(mdp: TextMDP, proxy_reward: np.ndarray, ref_policy: np.ndarray, **_: object) -> np.ndarray:
+@register("exact_planner")
+def exact_planner(ctx: AgentContext, cfg) -> AgentResult:
     """The deterministic optimal policy of the proxy reward (ties to the lowest token)."""
-    return optimal_policy(mdp, proxy_reward)
+    return AgentResult(optimal_policy(ctx.mdp, ctx.proxy))
 
 
-def soft_planner(
-    mdp: TextMDP, proxy_reward: np.ndarray, ref_policy: np.ndarray, beta: float = 0.1, **_: object
-) -> np.ndarray:
+@register("soft_planner")
+def soft_planner(ctx: AgentContext, cfg) -> AgentResult:
     """The KL-regularised optimum ``pi ∝ pi_ref exp(R_proxy / beta)`` (``sim.solvers.soft_optimal``)."""
-    return soft_optimal(mdp, proxy_reward, ref_policy, beta)[2]
+    return AgentResult(soft_optimal(ctx.mdp, ctx.proxy, ctx.ref_policy, cfg.beta)[2])

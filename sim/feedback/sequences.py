@@ -56,6 +56,44 @@ class Sequences:
         r[self.s, self.a] = values
         return r
 
+    def paths(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every sequence's path: ``(states, actions, mask)``, each (n, H); ``mask`` marks real steps."""
+        mdp, H = self.mdp, self.mdp.horizon
+        states = np.zeros((self.n, H), dtype=np.int64)
+        actions = np.zeros((self.n, H), dtype=np.int64)
+        mask = np.zeros((self.n, H), dtype=bool)
+        cur, act = self.s.copy(), self.a.copy()
+        rows = np.arange(self.n)
+        for _ in range(H):
+            live = cur >= 0
+            d = mdp.depth[cur[live]]
+            states[rows[live], d] = cur[live]
+            actions[rows[live], d] = act[live]
+            mask[rows[live], d] = True
+            act = np.where(live, mdp.last_token[np.maximum(cur, 0)], 0)
+            cur = np.where(live, mdp.parent[np.maximum(cur, 0)], -1)
+        return states, actions, mask
+
+    def policy(self, joint: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+        """The policy table (S, A) whose sequence distribution is ``joint`` (n,) (prompt marginals kept).
+
+        ``pi(a|s)`` is the mass of sequences through ``(s, a)`` over the mass through ``s``; states with no mass
+        take their row from ``fallback``.
+        """
+        mdp, f = self.mdp, self.mdp.first_token
+        edge = np.zeros((mdp.n_states, mdp.n_actions))  # mass through each transition
+        edge[self.s, self.a] = joint
+        through = np.zeros(mdp.n_states)
+        for t in reversed(range(mdp.horizon)):
+            lo, hi = mdp.level(t)
+            if t < mdp.horizon - 1:
+                clo, chi = mdp.level(t + 1)
+                edge[lo:hi, f:] += through[clo:chi].reshape(hi - lo, mdp.branching)
+            through[lo:hi] = edge[lo:hi].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pi = edge / through[:, None]
+        return np.where(through[:, None] > 0, pi, fallback)
+
     def format(self, i: int) -> str:
         return self.mdp.format_sequence(int(self.s[i]), int(self.a[i]))
 
