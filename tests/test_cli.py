@@ -225,6 +225,16 @@ def test_direct_run_has_no_reward_model_metrics(tmp_path):
     assert not (RLHF_KEYS & metrics.keys())
 
 
+def test_learning_agent_writes_its_curve(tmp_path):
+    proc = run_cli(_run_dir(tmp_path), "env=tiny", "agent=q_learning", "agent.steps=2000", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    import pandas as pd
+
+    curve = pd.read_csv(tmp_path / "run" / "curve.csv")
+    assert list(curve.columns) == ["step", "oracle_return", "proxy_return", "kl_to_reference"]
+    assert curve["step"].is_monotonic_increasing and curve["step"].iloc[-1] >= 2000
+
+
 def test_rerun_into_same_dir_skips(tmp_path):
     assert run_cli(_run_dir(tmp_path), "env=tiny", cwd=tmp_path).returncode == 0
     before = (tmp_path / "run" / "metrics.json").read_text()
@@ -258,11 +268,16 @@ def _options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group", ["env", "oracle", "corruption", "feedback", "reward_model", "agent"])
 def test_every_group_option_composes_and_validates(group):
+    needs = {("agent", "dpo"): ["pipeline=rlhf"]}  # dpo learns from preference data
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for option in _options(group):
-            cfg = compose(config_name="config", overrides=[f"{group}={option}"])
+            extra = needs.get((group, option), [])
+            cfg = compose(config_name="config", overrides=[f"{group}={option}", *extra])
             obj = OmegaConf.to_object(cfg)
             assert isinstance(obj, Config)
+            if extra:  # and without them it is refused
+                with pytest.raises(Exception, match="dpo"):
+                    OmegaConf.to_object(compose(config_name="config", overrides=[f"{group}={option}"]))
 
 
 def test_env_presets_are_ordered_by_size():
