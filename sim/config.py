@@ -278,6 +278,8 @@ class Config:
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    name: str = "adhoc"
+    """The experiment's name: sweeps are written to results/sweeps/<name>/<timestamp>/."""
     seed: int = 0
     """Root seed; world, oracle, corruption, feedback and agent draw from independent child streams."""
     pipeline: str = "direct"

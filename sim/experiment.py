@@ -38,8 +38,8 @@ class RunResult:
     curve: list[dict[str, float]] = field(default_factory=list)
 
 
-def run(cfg: Config) -> RunResult:
-    """Run one experiment end to end."""
+def run(cfg: Config, progress: bool = False) -> RunResult:
+    """Run one experiment end to end (``progress`` shows a bar on long training loops)."""
     t0 = time.perf_counter()
     world = build_world(cfg.env, cfg.oracle, cfg.corruption, cfg.seed)
     mdp, ref, oracle = world.mdp, world.ref_policy, world.oracle
@@ -47,12 +47,12 @@ def run(cfg: Config) -> RunResult:
     agent_rng = np.random.default_rng(streams["agent"])
     extra: dict[str, float | int | None] = {}
     if cfg.pipeline == "rlhf":
-        result = run_rlhf(cfg, world, streams["feedback"], agent_rng)
+        result = run_rlhf(cfg, world, streams["feedback"], agent_rng, progress)
         agent, proxy = result.agent, result.reward_model.table
         extra = {**result.metrics, **agent.extra}
     else:
         proxy = world.channel.expected()
-        agent = run_agent(AgentContext(world, proxy, world.channel, agent_rng), cfg.agent)
+        agent = run_agent(AgentContext(world, proxy, world.channel, agent_rng, progress=progress), cfg.agent)
         extra = dict(agent.extra)
     metrics: dict[str, float | int | str | None] = dict(exact_metrics(mdp, agent.policy, oracle.reward, proxy, ref))
     metrics.update(

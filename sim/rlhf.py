@@ -38,7 +38,11 @@ class RLHFResult:
 
 
 def run_rlhf(
-    cfg: Config, world: World, feedback_seed: np.random.SeedSequence, agent_rng: np.random.Generator
+    cfg: Config,
+    world: World,
+    feedback_seed: np.random.SeedSequence,
+    agent_rng: np.random.Generator,
+    progress: bool = False,
 ) -> RLHFResult:
     """Run the rlhf pipeline on a built world."""
     fb, rmc = cfg.feedback, cfg.reward_model
@@ -82,7 +86,9 @@ def run_rlhf(
             rmc.tol,
             rng,
         )
-        ctx = AgentContext(world, rm.table, identity_channel(mdp, rm.table), agent_rng, feedback=data)
+        ctx = AgentContext(
+            world, rm.table, identity_channel(mdp, rm.table), agent_rng, feedback=data, progress=progress
+        )
         agent = run_agent(ctx, cfg.agent)
         probs = seqs.probs(agent.policy)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from sim.corruption import RewardChannel
 from sim.errors import check
@@ -30,6 +31,7 @@ class AgentContext:
         channel: what sampling agents receive for a transition; its ``expected()`` is ``proxy``.
         rng: the agent's generator.
         feedback: preference data for dpo (rlhf pipeline), else None.
+        progress: show a progress bar over the training budget.
     """
 
     world: World
@@ -37,6 +39,7 @@ class AgentContext:
     channel: RewardChannel
     rng: np.random.Generator
     feedback: FeedbackData | None = None
+    progress: bool = False
 
     @property
     def mdp(self):
@@ -80,9 +83,14 @@ class Curve:
         self.points = np.unique(np.geomspace(1, total, k).round().astype(np.int64))
         self.next = 0
         self.rows: list[dict[str, float]] = []
+        self.bar = tqdm(total=total, disable=not ctx.progress, leave=False, dynamic_ncols=True, desc="training")
 
     def due(self, step: int) -> bool:
-        """Whether ``step`` has reached the next checkpoint."""
+        """Whether ``step`` has reached the next checkpoint (and advance the progress bar to ``step``)."""
+        if step > self.bar.n:
+            self.bar.update(min(step, self.bar.total) - self.bar.n)
+            if step >= self.bar.total:
+                self.bar.close()
         return self.next < self.points.size and step >= self.points[self.next]
 
     def record(self, step: int, policy: np.ndarray) -> None:

@@ -1,0 +1,122 @@
+"""The experiment runner end to end: sweeps, launchers, resume, tables, reproducibility (all via subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from experiments.collect import load_table
+from tests.test_cli import ROOT, run_cli
+
+SWEEP = ["-m", "env=tiny", "agent.beta=0.1,1", "seed=0,1"]
+
+
+def _finished(root):
+    return sorted(p.parent.name for p in root.glob("*/metrics.json"))
+
+
+def test_sweep_names_jobs_with_the_seed_last_and_reports_counts(tmp_path):
+    proc = run_cli(*SWEEP, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert _finished(tmp_path) == [
+        "agent.beta=0.1,env=tiny,seed=0",
+        "agent.beta=0.1,env=tiny,seed=1",
+        "agent.beta=1,env=tiny,seed=0",
+        "agent.beta=1,env=tiny,seed=1",
+    ]
+    assert "4 jobs validated" in proc.stdout and "4 ran, 0 skipped" in proc.stdout
+    assert "[rmsim][INFO]" not in proc.stdout + proc.stderr  # logs go to the run's log file
+    assert "running" in (tmp_path / "agent.beta=1,env=tiny,seed=0" / "run.log").read_text()
+
+
+def test_interrupted_sweep_reruns_only_missing_jobs(tmp_path):
+    assert run_cli(*SWEEP, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path).returncode == 0
+    # simulate an interruption: one job never finished, another left a half-written temporary file
+    (tmp_path / "agent.beta=1,env=tiny,seed=1" / "metrics.json").unlink()
+    (tmp_path / "agent.beta=1,env=tiny,seed=1" / ".metrics.json.x1y2.tmp").write_text('{"gap": ')
+    kept = {n: (tmp_path / n / "metrics.json").stat().st_mtime_ns for n in _finished(tmp_path)}
+    proc = run_cli(*SWEEP, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 ran, 3 skipped" in proc.stdout
+    assert proc.stdout.count("rmsim: skipped") == 3
+    assert len(_finished(tmp_path)) == 4
+    for name, mtime in kept.items():  # finished runs were not touched
+        assert (tmp_path / name / "metrics.json").stat().st_mtime_ns == mtime
+
+
+def test_invalid_value_anywhere_in_a_sweep_stops_it_before_any_job(tmp_path):
+    proc = run_cli("-m", "env=tiny", "agent.beta=0.1,-1", "seed=0,1", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "agent.beta" in proc.stderr and "nothing was run" in proc.stderr
+    assert _finished(tmp_path) == []
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_workers(tmp_path):
+    proc = run_cli(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "env=tiny",
+        "seed=0,1",
+        f"hydra.sweep.dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Joblib" in proc.stdout + proc.stderr
+    assert _finished(tmp_path) == ["env=tiny,seed=0", "env=tiny,seed=1"]
+
+
+def test_submitit_local_launcher(tmp_path):
+    proc = run_cli("-m", "hydra/launcher=local", "env=tiny", "seed=0,1", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Submitit 'local'" in proc.stdout + proc.stderr
+    assert _finished(tmp_path) == ["env=tiny,seed=0", "env=tiny,seed=1"]
+
+
+def test_collect_writes_a_table_pandas_reads(tmp_path):
+    assert run_cli(*SWEEP, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path).returncode == 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.collect", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    df = pd.read_parquet(tmp_path / "table.parquet")
+    assert len(df) == 4
+    assert {"run_dir", "env", "agent.beta", "seed", "gap", "normalized_gap", "kl_to_reference"} <= set(df.columns)
+    assert df["agent.beta"].dtype.kind == "f" and df["seed"].dtype.kind == "i"
+    assert sorted(df["agent.beta"].tolist()) == [0.1, 0.1, 1.0, 1.0]
+    csv = pd.read_csv(tmp_path / "table.csv")
+    assert csv.shape == df.shape
+    pd.testing.assert_frame_equal(load_table(tmp_path), df)
+
+
+def test_collect_errors_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no finished runs"):
+        load_table(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such sweep"):
+        load_table(tmp_path / "missing")
+
+
+def test_same_config_and_seed_give_identical_results(tmp_path):
+    for name in ("a", "b"):
+        args = [
+            f"hydra.run.dir={tmp_path / name}",
+            "pipeline=rlhf",
+            "agent=q_learning",
+            "agent.steps=3000",
+            "env=tiny",
+            "save_arrays=true",
+        ]
+        assert run_cli(*args, cwd=tmp_path).returncode == 0
+    a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("a", "b"))
+    a.pop("wall_time_s"), b.pop("wall_time_s")
+    assert a == b
+    assert (tmp_path / "a" / "arrays.npz").read_bytes() == (tmp_path / "b" / "arrays.npz").read_bytes()
+    assert (tmp_path / "a" / "curve.csv").read_text() == (tmp_path / "b" / "curve.csv").read_text()
