@@ -16,3 +16,13 @@ def _job_subdir(override_dirname: str, seed: object) -> str:
 
 # registered wherever a job may run (the main process, joblib workers, submitit jobs all import this package)
 OmegaConf.register_new_resolver("rmsim_subdir", _job_subdir, replace=True)
+
+
+def _by_scale(scale: str, paper: object, sanity: object) -> object:
+    """``${by_scale:${scale},<paper value>,<sanity value>}``: a named experiment's setting at each scale."""
+    if scale not in ("paper", "sanity"):
+        raise ValueError(f"scale = {scale!r} is invalid: allowed paper or sanity")
+    return paper if scale == "paper" else sanity
+
+
+OmegaConf.register_new_resolver("by_scale", _by_scale, replace=True)

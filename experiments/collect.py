@@ -57,6 +57,25 @@ def load_table(dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def load_curves(dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """Every learning curve below ``dirs`` in long form: one row per curve point, with its run's columns."""
+    roots = [Path(dirs)] if isinstance(dirs, str | Path) else [Path(d) for d in dirs]
+    frames = []
+    for root in roots:
+        for p in sorted(root.glob("**/curve.csv")):
+            if not (p.parent / "metrics.json").exists():
+                continue  # an unfinished run
+            row = run_row(p.parent, root)
+            curve = pd.read_csv(p)
+            for key, value in row.items():
+                if key not in curve.columns:
+                    curve[key] = value
+            frames.append(curve)
+    if not frames:
+        raise FileNotFoundError(f"no finished learning curves (curve.csv) below {', '.join(map(str, roots))}")
+    return pd.concat(frames, ignore_index=True)
+
+
 def write_table(df: pd.DataFrame, out: Path) -> tuple[Path, Path]:
     """Write ``table.parquet`` and ``table.csv`` into ``out`` atomically."""
     parquet, csv = out / "table.parquet", out / "table.csv"

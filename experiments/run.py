@@ -78,7 +78,8 @@ def main(cfg: DictConfig) -> dict | None:
         sys.exit(2)
 
     if result.curve:
-        write_csv(out / "curve.csv", result.curve, CURVE_COLUMNS)
+        extra = [k for k in result.curve[0] if k not in CURVE_COLUMNS]  # e.g. beta or n along a pressure path
+        write_csv(out / "curve.csv", result.curve, [*CURVE_COLUMNS, *extra])
     if config.save_arrays:
         write_npz(out / "arrays.npz", result.arrays)
     write_json(out / "metrics.json", result.metrics)  # last: its presence marks a finished run

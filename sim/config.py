@@ -74,7 +74,7 @@ class OracleConfig:
     """The true reward (see ``sim.oracle``)."""
 
     kind: str = "linear"
-    """linear, nonlinear, length, or a '+'-joined sum such as linear+length."""
+    """linear, nonlinear, length, repetition, or a '+'-joined sum such as linear+repetition."""
     form: str = "dense"
     """dense (token-level) or sequence (the whole return on the last token)."""
     templates: list[str] = field(default_factory=lambda: ["unigram", "position", "bigram", "prompt"])
@@ -91,6 +91,8 @@ class OracleConfig:
     """Preferred response length of the length family (default ceil(H/2))."""
     length_weight: float = 1.0
     """Reward at the target length."""
+    repetition_weight: float = 1.0
+    """Cost of each repeated token (the repetition family)."""
 
     def __post_init__(self) -> None:
         parse_kind(self.kind)
@@ -248,6 +250,11 @@ class AgentConfig:
     """dpo's policy class: tabular (a logit per state and token) or loglinear (pi_ref times exp(theta . phi))."""
     checkpoints: int = 20
     """Points on the log-spaced learning curve (curve.csv)."""
+    path: bool = False
+    """soft_planner, dpo, best_of_n: record the optimisation-pressure path in the curve: beta log-spaced from
+    path_max_beta down to agent.beta, or n from 1 up to agent.n (``checkpoints`` points)."""
+    path_max_beta: float = 100.0
+    """The weakest pressure (largest beta) of a beta path."""
 
     def __post_init__(self) -> None:
         check(self.name in AGENTS, "agent.name", self.name, f"one of {list(AGENTS)}")
@@ -266,6 +273,7 @@ class AgentConfig:
         check_templates(self.templates, "agent.templates")
         check(self.policy in ("tabular", "loglinear"), "agent.policy", self.policy, "tabular or loglinear")
         check(self.checkpoints >= 2, "agent.checkpoints", self.checkpoints, "an integer >= 2")
+        check(self.path_max_beta >= self.beta, "agent.path_max_beta", self.path_max_beta, f">= agent.beta={self.beta}")
 
 
 @dataclass

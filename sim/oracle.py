@@ -8,6 +8,9 @@ Families (``kind``; join several with ``+`` to add them, e.g. ``"linear+length"`
   component ``N(0, seq_noise^2)`` on each complete sequence.
 * ``length``: ``g(L) = w * L (2 L* - L) / L*^2``, peaked at the target length ``L*`` with value ``w`` and 0 at
   ``L = 0``. In dense form each non-EOS token at depth ``t`` pays ``g(t+1) - g(t)``.
+* ``repetition``: each token that already occurs in the response costs ``repetition_weight``. It depends on the
+  whole prefix, so no unigram/position/bigram model represents it; it rarely matters for diverse samples
+  but dominates when an optimiser repeats its favourite tokens (extremal Goodhart).
 
 Forms: ``dense`` (token-level: each term is paid on the transition that earns it) or ``sequence`` (the
 whole return ``R(x, y)`` on the episode-ending transition). Both give every sequence the same return.
@@ -24,9 +27,9 @@ from sim.errors import ConfigError, check
 from sim.features import FeatureMap, check_templates
 from sim.mdp import TextMDP
 
-FAMILIES = ("linear", "nonlinear", "length")
+FAMILIES = ("linear", "nonlinear", "length", "repetition")
 FORMS = ("dense", "sequence")
-_FAMILY_STREAM = {"linear": 0, "nonlinear": 1, "length": 2}
+_FAMILY_STREAM = {"linear": 0, "nonlinear": 1, "length": 2, "repetition": 3}
 
 
 def parse_kind(kind: str, field: str = "oracle.kind") -> tuple[str, ...]:
@@ -105,6 +108,7 @@ def make_oracle(
     seq_noise: float = 0.5,
     target_length: int | None = None,
     length_weight: float = 1.0,
+    repetition_weight: float = 1.0,
 ) -> Oracle:
     """Draw an oracle reward.
 
@@ -121,6 +125,7 @@ def make_oracle(
         seq_noise: standard deviation of the i.i.d. per-sequence term (``nonlinear``).
         target_length: the preferred response length ``L*`` (``length``); default ``ceil(H/2)``.
         length_weight: the value ``w`` of ``g`` at the target (``length``).
+        repetition_weight: the cost of a repeated token (``repetition``).
 
     Returns:
         The :class:`Oracle`.
@@ -158,6 +163,11 @@ def make_oracle(
         g = length_weight * np.arange(H + 1) * (2 * target_length - np.arange(H + 1)) / target_length**2
         step = np.diff(g)  # paid by a non-EOS token at depth t
         reward[:, mdp.first_token :] += step[mdp.depth][:, None]
+    if "repetition" in families:
+        repeated = token_presence(mdp)
+        if mdp.eos:
+            repeated[:, 0] = False  # EOS is never a repetition
+        reward -= repetition_weight * repeated
     if form == "sequence":
         reward = sequence_form(mdp, reward)
     return Oracle(kind="+".join(families), form=form, reward=reward, features=features, theta=theta)

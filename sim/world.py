@@ -69,6 +69,7 @@ def build_world(
         seq_noise=oracle.seq_noise,
         target_length=oracle.target_length,
         length_weight=oracle.length_weight,
+        repetition_weight=oracle.repetition_weight,
     )
     channel = build_channel(mdp, orc, corruption, streams["corruption"])
     return World(mdp=mdp, oracle=orc, ref_policy=ref, channel=channel)

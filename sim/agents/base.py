@@ -93,11 +93,27 @@ class Curve:
                 self.bar.close()
         return self.next < self.points.size and step >= self.points[self.next]
 
-    def record(self, step: int, policy: np.ndarray) -> None:
+    def record(self, step: int, policy: np.ndarray, **extra: float) -> None:
         """Record the policy at ``step`` (skipping checkpoints that ``step`` has already passed)."""
         while self.next < self.points.size and step >= self.points[self.next]:
             self.next += 1
-        self.rows.append({"step": int(step), **self.ctx.evaluate(policy)})
+        self.rows.append({"step": int(step), **self.ctx.evaluate(policy), **extra})
+
+
+def beta_path(cfg) -> np.ndarray:
+    """The betas of an optimisation-pressure path: log-spaced from ``path_max_beta`` down to ``beta``."""
+    return np.geomspace(cfg.path_max_beta, cfg.beta, cfg.checkpoints)
+
+
+def pressure_path(ctx: AgentContext, cfg, policy_at) -> AgentResult:
+    """Solve at every beta of the path; the curve has ``step`` = 1..K and a ``beta`` column."""
+    curve = Curve(ctx, cfg.checkpoints, cfg.checkpoints)
+    pi = None
+    for k, beta in enumerate(beta_path(cfg), start=1):
+        pi = policy_at(float(beta))
+        curve.due(k)
+        curve.record(k, pi, beta=float(beta))
+    return AgentResult(pi, curve.rows)
 
 
 AgentFn = Callable[[AgentContext, object], AgentResult]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sim.agents.base import AgentContext, AgentResult, register
+from sim.agents.base import AgentContext, AgentResult, pressure_path, register
 from sim.solvers import optimal_policy, soft_optimal
 
 
@@ -14,5 +14,10 @@ def exact_planner(ctx: AgentContext, cfg) -> AgentResult:
 
 @register("soft_planner")
 def soft_planner(ctx: AgentContext, cfg) -> AgentResult:
-    """The KL-regularised optimum ``pi ∝ pi_ref exp(R_proxy / beta)`` (``sim.solvers.soft_optimal``)."""
+    """The KL-regularised optimum ``pi ∝ pi_ref exp(R_proxy / beta)`` (``sim.solvers.soft_optimal``).
+
+    With ``agent.path`` the curve traces the optimum along the beta path (``sim.agents.base.beta_path``).
+    """
+    if cfg.path:
+        return pressure_path(ctx, cfg, lambda beta: soft_optimal(ctx.mdp, ctx.proxy, ctx.ref_policy, beta)[2])
     return AgentResult(soft_optimal(ctx.mdp, ctx.proxy, ctx.ref_policy, cfg.beta)[2])

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import optimize
 from scipy.special import expit, log_expit, log_softmax
 
-from sim.agents.base import AgentContext, AgentResult, Curve, register, softmax_rows
+from sim.agents.base import AgentContext, AgentResult, Curve, pressure_path, register, softmax_rows
 from sim.agents.linear import LinearQ
 from sim.errors import ConfigError
 from sim.feedback.sequences import Sequences
@@ -65,8 +65,19 @@ def best_of_n_kl_bound(n: int) -> float:
 def best_of_n(ctx: AgentContext, cfg) -> AgentResult:
     """The exact best-of-n policy under the expected proxy."""
     seqs = Sequences.of(ctx.mdp)
-    joint = best_of_n_distribution(seqs, seqs.returns(ctx.proxy), seqs.probs(ctx.ref_policy), cfg.n)
-    return AgentResult(seqs.policy(joint, ctx.ref_policy), extra={"kl_bound": best_of_n_kl_bound(cfg.n)})
+    proxy_returns, ref_probs = seqs.returns(ctx.proxy), seqs.probs(ctx.ref_policy)
+
+    def policy(n: int) -> np.ndarray:
+        return seqs.policy(best_of_n_distribution(seqs, proxy_returns, ref_probs, n), ctx.ref_policy)
+
+    curve = []
+    if cfg.path:  # n from 1 to agent.n, log-spaced; step = n
+        c = Curve(ctx, cfg.n, cfg.checkpoints)
+        for n in c.points:
+            c.due(int(n))
+            c.record(int(n), policy(int(n)), n=float(n), kl_bound=best_of_n_kl_bound(int(n)))
+        curve = c.rows
+    return AgentResult(policy(cfg.n), curve, extra={"kl_bound": best_of_n_kl_bound(cfg.n)})
 
 
 class _DPO:
@@ -122,7 +133,22 @@ class _DPO:
 
 @register("dpo")
 def dpo(ctx: AgentContext, cfg) -> AgentResult:
-    """Direct preference optimisation on the preference data."""
+    """Direct preference optimisation on the preference data (``agent.path``: one fit per beta of the path)."""
+    if cfg.path:
+        from dataclasses import replace
+
+        def at(beta: float) -> np.ndarray:
+            problem = _DPO(ctx, replace(cfg, beta=beta))
+            res = optimize.minimize(
+                problem.objective,
+                problem.start(),
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": cfg.steps, "gtol": 1e-9, "ftol": 1e-14},
+            )
+            return problem.policy(res.x)
+
+        return pressure_path(ctx, cfg, at)
     problem = _DPO(ctx, cfg)
     curve = Curve(ctx, cfg.steps, cfg.checkpoints)
     step = [0]

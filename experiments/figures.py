@@ -1,0 +1,120 @@
+"""Reproduce the named experiments: ``python -m experiments.figures <name|all> [--scale paper|sanity] [--check]``.
+
+For each experiment: run its sweep (``+experiment=<name> scale=<scale>``) into
+``results/sweeps/<name>/<scale>/`` (re-running skips finished jobs), collect the table, draw the figure into
+``results/figures/<name>.png`` and ``.pdf`` (``results/figures/sanity/`` at sanity scale) and, with ``--check``,
+assert the experiment's claim. ``make figures`` = all at paper scale; ``make sanity`` = all at sanity scale
+with checks (what CI runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import experiments  # noqa: F401  (single-threaded BLAS)
+from experiments import catalog
+from experiments.catalog.common import plt
+from experiments.collect import load_curves, load_table, write_table
+
+RESULTS = Path("results")
+
+
+def sweep_dir(name: str, scale: str) -> Path:
+    return RESULTS / "sweeps" / name / scale
+
+
+def figure_path(name: str, scale: str) -> Path:
+    return RESULTS / "figures" / (f"{name}.png" if scale == "paper" else f"sanity/{name}.png")
+
+
+def run_sweep(name: str, scale: str, jobs: int) -> None:
+    """Run (or resume) the experiment's sweep through the contract command line."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.run",
+        "-m",
+        f"+experiment={name}",
+        f"scale={scale}",
+        f"hydra.sweep.dir={sweep_dir(name, scale)}",
+    ]
+    if jobs > 1:
+        cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the sweep of {name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    last = [line for line in proc.stdout.splitlines() if "sweep finished" in line]
+    print(f"  {last[-1] if last else 'sweep done'}", flush=True)
+
+
+def table_of(name: str, scale: str):
+    """The experiment's table (runs or curves, as its module declares)."""
+    module = catalog.get(name)
+    root = sweep_dir(name, scale)
+    return load_curves(root) if module.TABLE == "curves" else load_table(root)
+
+
+def draw(name: str, scale: str, table) -> Path:
+    """Draw and save the figure (png and pdf)."""
+    module = catalog.get(name)
+    axs = module.plot(table)
+    fig = (axs.flat[0] if hasattr(axs, "flat") else axs).figure
+    fig.suptitle(f"{name}: {module.CLAIM}", fontsize=9)
+    path = figure_path(name, scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    fig.savefig(path.with_suffix(".pdf"))
+    plt.close(fig)
+    return path
+
+
+def reproduce(name: str, scale: str = "paper", check: bool = False, jobs: int = 1, run: bool = True) -> bool:
+    """Sweep, collect, draw and (optionally) check one experiment; returns whether its check passed."""
+    t0 = time.perf_counter()
+    print(f"{name} ({scale})", flush=True)
+    if run:
+        run_sweep(name, scale, jobs)
+    write_table(load_table(sweep_dir(name, scale)), sweep_dir(name, scale))
+    table = table_of(name, scale)
+    print(f"  figure: {draw(name, scale, table)}", flush=True)
+    ok = True
+    if check:
+        try:
+            catalog.get(name).check(table)
+            print(f"  claim holds: {catalog.get(name).CLAIM}", flush=True)
+        except AssertionError as e:
+            ok = False
+            print(f"  CLAIM FAILED: {e}", flush=True)
+    print(f"  {time.perf_counter() - t0:.1f}s", flush=True)
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="+", help=f"'all' or some of {list(catalog.NAMES)}")
+    parser.add_argument("--scale", choices=("paper", "sanity"), default="paper")
+    parser.add_argument("--check", action="store_true", help="assert each experiment's claim")
+    parser.add_argument(
+        "--jobs", type=int, default=0, help="parallel jobs (default: all cores at paper scale, 1 at sanity)"
+    )
+    parser.add_argument("--no-run", action="store_true", help="draw from the existing sweep results only")
+    args = parser.parse_args(argv)
+    names = list(catalog.NAMES) if args.names == ["all"] else args.names
+    unknown = [n for n in names if n not in catalog.NAMES]
+    if unknown:
+        parser.error(f"unknown experiment(s) {unknown}; choose from {list(catalog.NAMES)} or 'all'")
+    jobs = args.jobs or ((os.cpu_count() or 1) if args.scale == "paper" else 1)
+    failed = [n for n in names if not reproduce(n, args.scale, args.check, jobs, not args.no_run)]
+    if failed:
+        print(f"rmsim: claims failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
