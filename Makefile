@@ -10,13 +10,15 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: help install demo test lint format bench clean
+.PHONY: help install demo test lint format bench figures sanity clean
 
 help:
 	@echo "make demo    set up .venv, run the default experiment, print its summary"
 	@echo "make test    set up .venv, lint, run the test suite"
 	@echo "make bench   run the speed benchmarks -> results/bench.json"
 	@echo "make lint    ruff check + format check"
+	@echo "make figures every named experiment at paper scale -> results/figures/<name>.png and .pdf"
+	@echo "make sanity  every named experiment at sanity scale, with its claim checked (what CI runs)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +44,12 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
+
+figures: $(STAMP)
+	$(PY) -m experiments.figures all --scale paper --check
+
+sanity: $(STAMP)
+	$(PY) -m experiments.figures all --scale sanity --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -13,6 +13,7 @@ import argparse
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -24,15 +25,15 @@ from experiments.collect import load_curves, load_table, write_table
 RESULTS = Path("results")
 
 
-def sweep_dir(name: str, scale: str) -> Path:
-    return RESULTS / "sweeps" / name / scale
+def sweep_dir(name: str, scale: str, results: Path = RESULTS) -> Path:
+    return Path(results) / "sweeps" / name / scale
 
 
-def figure_path(name: str, scale: str) -> Path:
-    return RESULTS / "figures" / (f"{name}.png" if scale == "paper" else f"sanity/{name}.png")
+def figure_path(name: str, scale: str, results: Path = RESULTS) -> Path:
+    return Path(results) / "figures" / (f"{name}.png" if scale == "paper" else f"sanity/{name}.png")
 
 
-def run_sweep(name: str, scale: str, jobs: int) -> None:
+def run_sweep(name: str, scale: str, jobs: int, results: Path = RESULTS) -> None:
     """Run (or resume) the experiment's sweep through the contract command line."""
     cmd = [
         sys.executable,
@@ -41,31 +42,32 @@ def run_sweep(name: str, scale: str, jobs: int) -> None:
         "-m",
         f"+experiment={name}",
         f"scale={scale}",
-        f"hydra.sweep.dir={sweep_dir(name, scale)}",
+        f"hydra.sweep.dir={sweep_dir(name, scale, results).resolve()}",
     ]
     if jobs > 1:
         cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if proc.returncode != 0:
         raise RuntimeError(f"the sweep of {name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
     last = [line for line in proc.stdout.splitlines() if "sweep finished" in line]
     print(f"  {last[-1] if last else 'sweep done'}", flush=True)
 
 
-def table_of(name: str, scale: str):
+def table_of(name: str, scale: str, results: Path = RESULTS):
     """The experiment's table (runs or curves, as its module declares)."""
     module = catalog.get(name)
-    root = sweep_dir(name, scale)
+    root = sweep_dir(name, scale, results)
     return load_curves(root) if module.TABLE == "curves" else load_table(root)
 
 
-def draw(name: str, scale: str, table) -> Path:
+def draw(name: str, scale: str, table, results: Path = RESULTS) -> Path:
     """Draw and save the figure (png and pdf)."""
     module = catalog.get(name)
     axs = module.plot(table)
     fig = (axs.flat[0] if hasattr(axs, "flat") else axs).figure
-    fig.suptitle(f"{name}: {module.CLAIM}", fontsize=9)
-    path = figure_path(name, scale)
+    width_chars = int(fig.get_figwidth() * 15)
+    fig.suptitle(textwrap.fill(f"{name}: {module.CLAIM}", width_chars), fontsize=9)
+    path = figure_path(name, scale, results)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
     fig.savefig(path.with_suffix(".pdf"))
@@ -73,15 +75,17 @@ def draw(name: str, scale: str, table) -> Path:
     return path
 
 
-def reproduce(name: str, scale: str = "paper", check: bool = False, jobs: int = 1, run: bool = True) -> bool:
+def reproduce(
+    name: str, scale: str = "paper", check: bool = False, jobs: int = 1, run: bool = True, results: Path = RESULTS
+) -> bool:
     """Sweep, collect, draw and (optionally) check one experiment; returns whether its check passed."""
     t0 = time.perf_counter()
     print(f"{name} ({scale})", flush=True)
     if run:
-        run_sweep(name, scale, jobs)
-    write_table(load_table(sweep_dir(name, scale)), sweep_dir(name, scale))
-    table = table_of(name, scale)
-    print(f"  figure: {draw(name, scale, table)}", flush=True)
+        run_sweep(name, scale, jobs, results)
+    write_table(load_table(sweep_dir(name, scale, results)), sweep_dir(name, scale, results))
+    table = table_of(name, scale, results)
+    print(f"  figure: {draw(name, scale, table, results)}", flush=True)
     ok = True
     if check:
         try:
@@ -103,13 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         "--jobs", type=int, default=0, help="parallel jobs (default: all cores at paper scale, 1 at sanity)"
     )
     parser.add_argument("--no-run", action="store_true", help="draw from the existing sweep results only")
+    parser.add_argument("--results", default=str(RESULTS), help="results root (default: results)")
     args = parser.parse_args(argv)
     names = list(catalog.NAMES) if args.names == ["all"] else args.names
     unknown = [n for n in names if n not in catalog.NAMES]
     if unknown:
         parser.error(f"unknown experiment(s) {unknown}; choose from {list(catalog.NAMES)} or 'all'")
     jobs = args.jobs or ((os.cpu_count() or 1) if args.scale == "paper" else 1)
-    failed = [n for n in names if not reproduce(n, args.scale, args.check, jobs, not args.no_run)]
+    failed = [n for n in names if not reproduce(n, args.scale, args.check, jobs, not args.no_run, Path(args.results))]
     if failed:
         print(f"rmsim: claims failed: {failed}", file=sys.stderr)
         return 1

@@ -1,9 +1,10 @@
 """Reward-model overoptimisation (Gao, Schulman and Hilton 2022) in an exact world.
 
-A linear reward model is fitted to 300 preferences of an oracle that rewards token quality and penalises repeated
-tokens (weight 2), which no linear model represents. Optimisation pressure grows along a beta path (soft planner, KL-regularised policy gradient) or
-with n (best-of-n); d = sqrt(KL(pi || pi_ref)). Gao et al.'s forms are fitted to the gain in oracle return over
-the reference: best-of-n R(d) = d (a - b d), RL R(d) = d (a - b log d).
+A linear reward model is fitted to 300 preferences of an oracle that rewards token quality and penalises
+repeated tokens (weight 2), which no linear model represents. Optimisation pressure grows along a beta path
+(soft planner, KL-regularised policy gradient) or with n (best-of-n); d = sqrt(KL(pi || pi_ref)). Gao et al.'s
+forms are fitted to the gain in oracle return over the reference: best-of-n R(d) = d (a - b d),
+RL R(d) = d (a - b log d).
 """
 
 from __future__ import annotations
