@@ -23,11 +23,23 @@ from experiments.io import _atomic
 
 
 def _value(text: str) -> object:
+    """An override's value, typed as hydra types it (``inf``/``nan`` are floats there, not YAML strings)."""
+    if text.strip().lower() in ("inf", "+inf", "-inf", "nan", ".inf", "-.inf", ".nan"):
+        return float(text.strip().lower().replace(".", ""))
     try:
         v = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
     return v if isinstance(v, str | int | float | bool) or v is None else str(v)
+
+
+def _consistent(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns mixing numbers and strings become strings, so the table is a valid parquet file."""
+    for col in df.select_dtypes(include="object").columns:
+        kinds = {type(v) for v in df[col].dropna()}
+        if len(kinds) > 1 and str in kinds:
+            df[col] = df[col].map(lambda v: v if v is None or (isinstance(v, float) and v != v) else str(v))
+    return df
 
 
 def run_row(run_dir: Path, root: Path) -> dict[str, object]:
@@ -54,7 +66,7 @@ def load_table(dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
         rows += [run_row(p.parent, root) for p in sorted(root.glob("**/metrics.json"))]
     if not rows:
         raise FileNotFoundError(f"no finished runs (metrics.json) below {', '.join(map(str, roots))}")
-    return pd.DataFrame(rows)
+    return _consistent(pd.DataFrame(rows))
 
 
 def load_curves(dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
@@ -73,7 +85,7 @@ def load_curves(dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
             frames.append(curve)
     if not frames:
         raise FileNotFoundError(f"no finished learning curves (curve.csv) below {', '.join(map(str, roots))}")
-    return pd.concat(frames, ignore_index=True)
+    return _consistent(pd.concat(frames, ignore_index=True))
 
 
 def write_table(df: pd.DataFrame, out: Path) -> tuple[Path, Path]:

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from experiments import catalog
 from experiments.callbacks import sweep_jobs
-from experiments.figures import figure_path, reproduce
+from experiments.figures import figure_path, reproduce, table_of
 from experiments.run import validate  # noqa: F401  (registers the structured config)
 from sim.config import Config
 
@@ -55,10 +55,75 @@ def test_launcher_presets_compose():
         assert "joblib" in joblib.hydra.launcher._target_.lower()
 
 
+# For each experiment, a table in which its claim does not hold, made from the real sanity table.
+def _break_label_noise(t):
+    return t.assign(normalized_gap=-t["feedback.flip"])  # the gap now falls with epsilon
+
+
+def _break_feedback_budget(t):
+    return t.assign(gap_uncovered=t["gap_covered"] - 1.0)  # the gap no longer sits on uncovered prompts
+
+
+def _break_reward_sparsity(t):
+    swap = {"none": "terminal", "terminal": "none"}
+    return t.assign(**{"corruption.sparsity.mode": t["corruption.sparsity.mode"].map(swap)})
+
+
+def _break_misspecification(t):
+    return t.assign(gap=t["gap"] + 0.1)  # no longer 0 at alpha = 0
+
+
+def _break_overoptimization(t):
+    return t.assign(oracle_return=t["proxy_return"] + t["reference_return"])  # oracle = proxy: no peak
+
+
+def _break_regressional_control(t):
+    last = t.groupby(["agent.name", "seed"])["step"].transform("max") == t["step"]
+    return t.assign(oracle_return=t["oracle_return"] - 5.0 * last)  # a collapse at the end of every path
+
+
+def _break_goodhart_prevalence(t):
+    last = t.groupby(["corruption.misspec.angle", "seed"])["step"].transform("max") == t["step"]
+    return t.assign(oracle_return=t["oracle_return"] - 5.0 * last)  # drops everywhere, also at alpha = 0
+
+
+def _break_rlhf_vs_rlfree(t):
+    return t[t["agent.name"] != "dpo"]  # a method missing
+
+
+def _break_tabular_vs_linear(t):
+    swap = {"q_learning": "linear_q", "linear_q": "q_learning"}
+    return t.assign(**{"agent.name": t["agent.name"].map(swap)})
+
+
+BREAK = {name: globals()[f"_break_{name}"] for name in catalog.NAMES}
+
+
 @pytest.mark.parametrize("name", catalog.NAMES)
-def test_sanity_sweep_reproduces_the_claim(name, tmp_path):
+def test_sanity_sweep_reproduces_the_claim_and_the_check_can_fail(name, tmp_path):
     assert reproduce(name, scale="sanity", check=True, jobs=1, results=tmp_path)
     png = figure_path(name, "sanity", tmp_path)
     assert png.exists() and png.with_suffix(".pdf").exists() and png.stat().st_size > 10_000
     table = pd.read_parquet(tmp_path / "sweeps" / name / "sanity" / "table.parquet")
     assert len(table) > 0 and "normalized_gap" in table.columns
+    # the claim must be falsifiable: on a table where it does not hold, check() fails
+    full = table_of(name, "sanity", tmp_path)
+    with pytest.raises(AssertionError):
+        catalog.get(name).check(BREAK[name](full))
+
+
+def test_large_sweep_validation_uses_shared_overrides():
+    """Over 64 jobs, each varying override is composed with the overrides all jobs share (dpo needs rlhf)."""
+    from experiments.callbacks import MAX_COMBINATIONS, validate_jobs
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+experiment=rlhf_vs_rlfree"], return_hydra_config=True)
+        assert len(sweep_jobs(cfg)) > MAX_COMBINATIONS
+        assert validate_jobs(cfg) == (72, None)
+        bad = compose(
+            config_name="config",
+            overrides=["+experiment=rlhf_vs_rlfree", "feedback.myopia=0"],
+            return_hydra_config=True,
+        )
+        n, error = validate_jobs(bad)
+        assert n == 72 and "feedback.myopia" in error

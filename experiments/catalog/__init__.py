@@ -20,6 +20,7 @@ NAMES = (
     "regressional_control",
     "goodhart_prevalence",
     "rlhf_vs_rlfree",
+    "tabular_vs_linear",
 )
 
 

@@ -20,13 +20,23 @@ def plot(table, ax=None):
     for kappa, g in table.groupby("feedback.prompt_coverage"):
         s = summarize(g, "feedback.n", "normalized_gap")
         line_ci(axs[0], s["feedback.n"], s, f"kappa = {kappa:g}")
-    axs[0].set(xscale="log", xlabel="labels N", ylabel="normalised gap", title="gap vs feedback budget")
+    axs[0].set(
+        xscale="log",
+        xlabel="preference labels N (log scale)",
+        ylabel="normalised gap (fraction of opt - ref)",
+        title="gap vs feedback budget",
+    )
     partial = table[table["feedback.prompt_coverage"] < 1]
     for col, label in (("gap_covered", "covered prompts"), ("gap_uncovered", "uncovered prompts")):
         for kappa, g in partial.groupby("feedback.prompt_coverage"):
             s = summarize(g, "feedback.n", col)
             line_ci(axs[1], s["feedback.n"], s, f"{label}, kappa = {kappa:g}", ls="-" if "un" in col else "--")
-    axs[1].set(xscale="log", xlabel="labels N", ylabel="mean per-prompt gap", title="where the gap is")
+    axs[1].set(
+        xscale="log",
+        xlabel="preference labels N (log scale)",
+        ylabel="mean per-prompt gap (reward units)",
+        title="where the gap is",
+    )
     for a in axs:
         a.legend(fontsize=7)
     return axs

@@ -31,9 +31,13 @@ def plot(table, ax=None):
         line_ci(axs[0], s["feedback.flip"], s, f"{rm} reward model")
         s = summarize(g, "feedback.flip", "rm_accuracy_in_dist")
         line_ci(axs[1], s["feedback.flip"], s, f"{rm} reward model")
-    axs[0].set(xlabel="flip rate epsilon", ylabel="normalised gap", title="gap (perfectly rational teacher)")
+    axs[0].set(
+        xlabel="flip rate epsilon",
+        ylabel="normalised gap (fraction of opt - ref)",
+        title="gap (perfectly rational teacher)",
+    )
     axs[1].axhline(0.5, color="grey", ls=":", label="chance")
-    axs[1].set(xlabel="flip rate epsilon", ylabel="held-out accuracy", title="reward-model accuracy")
+    axs[1].set(xlabel="flip rate epsilon", ylabel="held-out pair accuracy (fraction)", title="reward-model accuracy")
     clean = df[df["feedback.flip"] == 0]
     for rm, g in clean.groupby("rm"):
         s = summarize(g.assign(rat=np.minimum(g["rat"], 100.0)), "rat", "normalized_gap")
@@ -41,7 +45,7 @@ def plot(table, ax=None):
     axs[2].set(
         xscale="log",
         xlabel="teacher rationality (100 = perfect)",
-        ylabel="normalised gap",
+        ylabel="normalised gap (fraction of opt - ref)",
         title="gap vs rationality (epsilon = 0)",
     )
     for a in axs:

@@ -29,7 +29,9 @@ def plot(table, ax=None):
     for agent, g in clean.groupby("agent"):
         s = summarize(g, "corruption.misspec.angle", "normalized_gap")
         line_ci(axs[0], s["corruption.misspec.angle"], s, agent)
-    axs[0].set(xlabel="misweight angle alpha (rad)", ylabel="normalised gap", title="misweighting")
+    axs[0].set(
+        xlabel="misweight angle alpha (rad)", ylabel="normalised gap (fraction of opt - ref)", title="misweighting"
+    )
     base = df[df["corruption.misspec.angle"] == 0]
     base = base[base["bias"] == 0]
     labels = sorted(base["omit"].astype(str).unique())
@@ -38,12 +40,14 @@ def plot(table, ax=None):
         pos = np.arange(len(labels)) + 0.35 * k
         axs[1].bar(pos, s["mean"], width=0.35, yerr=[s["mean"] - s["lo"], s["hi"] - s["mean"]], label=agent)
     axs[1].set_xticks(np.arange(len(labels)) + 0.17, [f"omit {x}" for x in labels])
-    axs[1].set(ylabel="normalised gap", title="omitted templates (alpha = 0)")
+    axs[1].set(ylabel="normalised gap (fraction of opt - ref)", title="omitted templates (alpha = 0)")
     nob = df[(df["corruption.misspec.angle"] == 0) & (df["omit"].astype(str) == "[]")]
     for agent, g in nob.groupby("agent"):
         s = summarize(g, "bias", "normalized_gap")
         line_ci(axs[2], s["bias"], s, agent)
-    axs[2].set(xlabel="length bias lambda", ylabel="normalised gap", title="spurious length bias")
+    axs[2].set(
+        xlabel="length bias lambda", ylabel="normalised gap (fraction of opt - ref)", title="spurious length bias"
+    )
     for a in axs:
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize=7)

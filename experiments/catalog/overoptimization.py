@@ -65,7 +65,11 @@ def plot(table, ax=None):
             form = "d(a - b d)" if method == "best_of_n" else "d(a - b log d)"
             a.plot(x, y, "k--", lw=1, label=f"fit {form}: a={params[0]:.2f}, b={params[1]:.2f}")
         a.axhline(0, color="grey", lw=0.5)
-        a.set(xlabel="d = sqrt(KL(pi || pi_ref))", ylabel="return gain over pi_ref", title=METHODS.get(method, method))
+        a.set(
+            xlabel="d = sqrt(KL(pi || pi_ref)) (sqrt nats)",
+            ylabel="return gain over pi_ref (reward units)",
+            title=METHODS.get(method, method),
+        )
         a.legend(fontsize=7)
     return axs
 

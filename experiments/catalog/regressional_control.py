@@ -24,7 +24,11 @@ def plot(table, ax=None):
             s = np.array([mean_ci(col) for col in m[key].T])
             a.plot(m["d"], s[:, 0], "o-", ms=3, color=color, label=label)
             a.fill_between(m["d"], s[:, 1], s[:, 2], color=color, alpha=0.2)
-        a.set(xlabel="d = sqrt(KL(pi || pi_ref))", ylabel="return gain over pi_ref", title=METHODS.get(method, method))
+        a.set(
+            xlabel="d = sqrt(KL(pi || pi_ref)) (sqrt nats)",
+            ylabel="return gain over pi_ref (reward units)",
+            title=METHODS.get(method, method),
+        )
         a.legend(fontsize=7)
     return axs
 

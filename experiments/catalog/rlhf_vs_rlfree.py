@@ -60,8 +60,8 @@ def plot(table, ax=None):
             )
         a.set(
             xscale="log",
-            xlabel="KL(pi || pi_ref) (matched)",
-            ylabel="oracle gain over pi_ref",
+            xlabel="matched KL(pi || pi_ref) (nats)",
+            ylabel="oracle gain over pi_ref (reward units)",
             title=f"flip {flip:g}, {int(n)} labels",
         )
         a.xaxis.set_major_locator(FixedLocator(KL_GRID))
