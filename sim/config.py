@@ -252,7 +252,8 @@ class AgentConfig:
     """Points on the log-spaced learning curve (curve.csv)."""
     path: bool = False
     """soft_planner, dpo, best_of_n: record the optimisation-pressure path in the curve: beta log-spaced from
-    path_max_beta down to agent.beta, or n from 1 up to agent.n (``checkpoints`` points)."""
+    path_max_beta down to agent.beta, or n from 1 up to agent.n (``checkpoints`` points). Learning agents' curves
+    are their training checkpoints already."""
     path_max_beta: float = 100.0
     """The weakest pressure (largest beta) of a beta path."""
 
@@ -273,6 +274,12 @@ class AgentConfig:
         check_templates(self.templates, "agent.templates")
         check(self.policy in ("tabular", "loglinear"), "agent.policy", self.policy, "tabular or loglinear")
         check(self.checkpoints >= 2, "agent.checkpoints", self.checkpoints, "an integer >= 2")
+        check(
+            self.mode != "exact" or not self.natural or self.name != "policy_gradient" or self.lr * self.beta <= 1,
+            "agent.lr",
+            self.lr,
+            f"<= 1/agent.beta = {1 / self.beta:.4g} for the exact natural policy gradient (it diverges beyond)",
+        )
         check(self.path_max_beta >= self.beta, "agent.path_max_beta", self.path_max_beta, f">= agent.beta={self.beta}")
 
 

@@ -2,7 +2,8 @@
 
 ``optimal_return = max_pi J_{r*}(pi)``, ``oracle_return = J_{r*}(pi_hat)``, ``gap = optimal - oracle``,
 ``reference_return = J_{r*}(pi_ref)``, ``normalized_gap = gap / (optimal - reference)``,
-``proxy_return = J_{r_hat}(pi_hat)``, ``kl_to_reference = KL(pi_hat || pi_ref)`` (sequence level).
+``proxy_return = J_{r_hat}(pi_hat)``, ``reference_proxy_return = J_{r_hat}(pi_ref)``,
+``kl_to_reference = KL(pi_hat || pi_ref)`` (sequence level).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def exact_metrics(
         "gap": gap,
         "normalized_gap": gap / span if span > 1e-12 * max(1.0, abs(opt)) else None,
         "proxy_return": expected_return(mdp, policy, proxy_reward, d),
+        "reference_proxy_return": expected_return(mdp, ref_policy, proxy_reward),
         "kl_to_reference": kl_divergence(mdp, policy, ref_policy, d),
     }
 

@@ -16,7 +16,11 @@ from experiments.catalog.common import axes, mean_ci
 
 TABLE = "curves"
 CLAIM = "proxy return rises monotonically with optimisation pressure while oracle return peaks and falls"
-METHODS = {"soft_planner": "soft planner (beta path)", "best_of_n": "best-of-n", "policy_gradient": "policy gradient"}
+METHODS = {
+    "soft_planner": "soft planner (beta path)",
+    "best_of_n": "best-of-n (n path)",
+    "policy_gradient": "policy gradient (training checkpoints)",
+}
 
 
 def _method(df):
@@ -24,7 +28,7 @@ def _method(df):
 
 
 def path_means(df) -> dict[str, np.ndarray]:
-    """Per method: (K, 3) seed-means of sqrt(KL), oracle gain and proxy gain along the path, and per-seed oracle."""
+    """Per method: seed-mean d = sqrt(KL) along the path, and per seed the oracle and proxy gains over pi_ref."""
     out = {}
     for method, g in df.assign(method=_method(df)).groupby("method"):
         g = g.sort_values(["seed", "step"])
@@ -32,7 +36,7 @@ def path_means(df) -> dict[str, np.ndarray]:
         per_seed = [s.head(K) for _, s in g.groupby("seed")]
         d = np.mean([np.sqrt(s["kl_to_reference"].to_numpy()) for s in per_seed], axis=0)
         oracle = np.array([s["oracle_return"].to_numpy() - s["reference_return"].to_numpy() for s in per_seed])
-        proxy = np.array([s["proxy_return"].to_numpy() - s["proxy_return"].to_numpy()[0] for s in per_seed])
+        proxy = np.array([s["proxy_return"].to_numpy() - s["reference_proxy_return"].to_numpy() for s in per_seed])
         out[method] = {"d": d, "oracle": oracle, "proxy": proxy}
     return out
 
@@ -49,16 +53,16 @@ def gao_fit(method: str, d: np.ndarray, gain: np.ndarray) -> np.ndarray | None:
         return None
 
 
-def plot(table, ax=None):
+def plot_paths(table, ax=None, proxy_label: str = "proxy (reward model)", fits: bool = True):
+    """One panel per method: oracle and proxy gain against d with CIs; Gao et al.'s fit overlaid on the oracle."""
     means = path_means(table)
-    axs = axes(len(means), ax)
-    axs = np.atleast_1d(axs)
+    axs = np.atleast_1d(axes(len(means), ax))
     for a, (method, m) in zip(axs, means.items(), strict=False):
-        for key, color, label in (("oracle", "C0", "oracle (gold)"), ("proxy", "C1", "proxy (reward model)")):
+        for key, color, label in (("oracle", "C0", "oracle (gold)"), ("proxy", "C1", proxy_label)):
             stats_ = np.array([mean_ci(col) for col in m[key].T])
             a.plot(m["d"], stats_[:, 0], "o-", ms=3, color=color, label=label)
             a.fill_between(m["d"], stats_[:, 1], stats_[:, 2], color=color, alpha=0.2)
-        params = gao_fit(method, m["d"], m["oracle"].mean(axis=0))
+        params = gao_fit(method, m["d"], m["oracle"].mean(axis=0)) if fits else None
         if params is not None:
             x = np.linspace(max(m["d"].min(), 1e-3), m["d"].max(), 100)
             y = x * (params[0] - params[1] * (x if method == "best_of_n" else np.log(x)))
@@ -72,6 +76,10 @@ def plot(table, ax=None):
         )
         a.legend(fontsize=7)
     return axs
+
+
+def plot(table, ax=None):
+    return plot_paths(table, ax)
 
 
 def check(table) -> None:

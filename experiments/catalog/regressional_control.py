@@ -9,28 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.catalog.common import axes, mean_ci
-from experiments.catalog.overoptimization import METHODS, path_means
+from experiments.catalog.overoptimization import path_means, plot_paths
 
 TABLE = "curves"
 CLAIM = "with independent noise and no misspecification, oracle return never falls as pressure grows"
 
 
 def plot(table, ax=None):
-    means = path_means(table)
-    axs = np.atleast_1d(axes(len(means), ax))
-    for a, (method, m) in zip(axs, means.items(), strict=False):
-        for key, color, label in (("oracle", "C0", "oracle"), ("proxy", "C1", "proxy = oracle + noise")):
-            s = np.array([mean_ci(col) for col in m[key].T])
-            a.plot(m["d"], s[:, 0], "o-", ms=3, color=color, label=label)
-            a.fill_between(m["d"], s[:, 1], s[:, 2], color=color, alpha=0.2)
-        a.set(
-            xlabel="d = sqrt(KL(pi || pi_ref)) (sqrt nats)",
-            ylabel="return gain over pi_ref (reward units)",
-            title=METHODS.get(method, method),
-        )
-        a.legend(fontsize=7)
-    return axs
+    return plot_paths(table, ax, proxy_label="proxy = oracle + noise", fits=False)
 
 
 def check(table) -> None:

@@ -10,7 +10,8 @@ greedy in Q.
 ``policy_gradient`` keeps a softmax table of logits, initialised at pi_ref, and maximises
 ``E[sum r] - beta KL(pi || pi_ref)``:
 
-With ``agent.path`` (exact mode) it solves once per beta of the pressure path (like ``soft_planner``).
+Its learning curve is its own pressure path: after t natural-gradient steps from pi_ref with ``lr * beta`` small,
+``pi_t ∝ pi_ref exp(lr t Q)``, an effective beta of ``1 / (lr t)`` (the checkpoints of an overoptimisation curve).
 
 * ``mode=exact``: the exact gradient from exact regularised values, ``A(s, a) = Q_reg(s, a) - V_reg(s)`` with
   ``Q_reg = r - beta log(pi/pi_ref) + V_reg(next)``. With ``natural=true`` (default) the natural gradient
@@ -33,7 +34,6 @@ from sim.agents.base import (
     AgentContext,
     AgentResult,
     Curve,
-    pressure_path,
     register,
     rollout,
     sample_from,
@@ -113,12 +113,6 @@ def policy_gradient(ctx: AgentContext, cfg) -> AgentResult:
     mdp = ctx.mdp
     with np.errstate(divide="ignore"):
         log_ref = np.log(ctx.ref_policy)
-    if cfg.path and cfg.mode == "exact":  # the pressure path: one exact NPG solve per beta
-
-        def at(beta: float) -> np.ndarray:
-            return policy_gradient(ctx, replace(cfg, path=False, beta=beta, checkpoints=2)).policy
-
-        return pressure_path(ctx, cfg, at)
     theta = log_ref.copy()
     curve = Curve(ctx, cfg.steps, cfg.checkpoints)
     if cfg.mode == "exact":

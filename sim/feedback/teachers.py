@@ -66,6 +66,12 @@ class Teacher:
             return np.ones(R.shape[0], dtype=bool)
         return ((R.max(axis=1) - self.center) / self.scale) >= self.skip
 
+    def _bradley_terry(self, G1: np.ndarray, G2: np.ndarray) -> np.ndarray:
+        """``P(1 preferred)`` on myopic returns: a sigmoid of the standardised difference, a step at rationality inf."""
+        if np.isinf(self.rationality):
+            return 0.5 * (1 + np.sign(G1 - G2))
+        return expit(self.rationality * (G1 - G2) / self.scale)
+
     def preference_prob(self, i: np.ndarray, j: np.ndarray, who: np.ndarray | None = None) -> np.ndarray:
         """Exact ``P(label = 1)`` that ``i`` is preferred to ``j`` (after equal-marking and flips).
 
@@ -75,11 +81,7 @@ class Teacher:
         out = np.zeros(np.size(i))
         for w in whos:
             R1, R2 = self.returns[w, i], self.returns[w, j]
-            G1, G2 = self.myopic[w, i], self.myopic[w, j]
-            if np.isinf(self.rationality):
-                p = 0.5 * (1 + np.sign(G1 - G2))
-            else:
-                p = expit(self.rationality * (G1 - G2) / self.scale)
+            p = self._bradley_terry(self.myopic[w, i], self.myopic[w, j])
             p = np.where(np.abs(R1 - R2) / self.scale < self.equal, 0.5, p)
             out += (1 - self.flip) * p + self.flip * (1 - p)
         return out / len(whos)
@@ -95,11 +97,7 @@ class Teacher:
         kept = self._kept(np.stack([self.returns[who, i], self.returns[who, j]], axis=1))
         i, j, who = i[kept], j[kept], who[kept]
         R1, R2 = self.returns[who, i], self.returns[who, j]
-        G1, G2 = self.myopic[who, i], self.myopic[who, j]
-        if np.isinf(self.rationality):
-            p = 0.5 * (1 + np.sign(G1 - G2))
-        else:
-            p = expit(self.rationality * (G1 - G2) / self.scale)
+        p = self._bradley_terry(self.myopic[who, i], self.myopic[who, j])
         y = (rng.random(i.size) < p).astype(np.float64)
         y[np.abs(R1 - R2) / self.scale < self.equal] = 0.5
         flipped = rng.random(i.size) < self.flip
