@@ -46,7 +46,9 @@ def plot(table, ax=None):
         s = summarize(g, "bias", "normalized_gap")
         line_ci(axs[2], s["bias"], s, agent)
     axs[2].set(
-        xlabel="length bias lambda (reward per token)", ylabel="normalised gap (fraction of opt - ref)", title="spurious length bias"
+        xlabel="length bias lambda (reward per token)",
+        ylabel="normalised gap (fraction of opt - ref)",
+        title="spurious length bias",
     )
     for a in axs:
         if a.get_legend_handles_labels()[0]:
