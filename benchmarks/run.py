@@ -7,7 +7,7 @@ import json
 import sys
 
 import experiments  # noqa: F401  (single-threaded BLAS, as in runs and tests)
-from benchmarks import bench_agents, bench_env, bench_reward_models, bench_solvers
+from benchmarks import bench_agents, bench_env, bench_markov, bench_reward_models, bench_solvers
 from benchmarks.common import save
 
 REGISTRY = {
@@ -15,6 +15,7 @@ REGISTRY = {
     **bench_env.BENCHMARKS,
     **bench_reward_models.BENCHMARKS,
     **bench_agents.BENCHMARKS,
+    **bench_markov.BENCHMARKS,
 }
 
 

@@ -53,12 +53,27 @@ class EnvConfig:
     """Reference policy family: uniform, softmax, eos_hazard, bigram."""
     ref_temperature: float = 1.0
     """Logit temperature of the softmax and bigram references."""
+    compressed: bool = False
+    """Never enumerate: solve exactly over (prompt, position, last token). Needs a Markov oracle and reference."""
 
     def __post_init__(self) -> None:
         try:
-            validate_world(self.n_prompts, self.vocab_size, self.horizon, self.eos)
+            if self.compressed:
+                check(self.n_prompts >= 1, "n_prompts", self.n_prompts, "an integer >= 1")
+                check(self.vocab_size >= 2, "vocab_size", self.vocab_size, "an integer >= 2")
+                check(self.horizon >= 1, "horizon", self.horizon, "an integer >= 1")
+            else:
+                validate_world(self.n_prompts, self.vocab_size, self.horizon, self.eos)
         except ConfigError as e:
-            raise e.prefixed("env") from None
+            hint = "" if self.compressed else " (or env.compressed=true for a Markov world that is never enumerated)"
+            raise ConfigError(f"env.{e.field}", e.value, e.allowed + hint) from None
+        if self.compressed:
+            check(
+                self.reference in ("uniform", "bigram", "eos_hazard"),
+                "env.reference",
+                self.reference,
+                "uniform, bigram or eos_hazard on a compressed world (softmax draws independent logits per prefix)",
+            )
         check(self.reference in REFERENCES, "env.reference", self.reference, f"one of {list(REFERENCES)}")
         check(self.ref_temperature > 0, "env.ref_temperature", self.ref_temperature, "> 0")
         check(
@@ -283,6 +298,9 @@ class AgentConfig:
         check(self.path_max_beta >= self.beta, "agent.path_max_beta", self.path_max_beta, f">= agent.beta={self.beta}")
 
 
+COMPRESSED_AGENTS = ("exact_planner", "soft_planner")
+
+
 @dataclass
 class Config:
     """One run."""
@@ -316,6 +334,8 @@ class Config:
                 self.agent.name,
                 "dpo only with pipeline=rlhf and feedback.kind=preferences (it learns from preference data)",
             )
+        if self.env.compressed:
+            self._check_compressed()
         if self.oracle.target_length is not None:
             check(
                 self.oracle.target_length <= self.env.horizon,
@@ -323,3 +343,50 @@ class Config:
                 self.oracle.target_length,
                 f"in [1, env.horizon={self.env.horizon}]",
             )
+
+    def _check_compressed(self) -> None:
+        """A compressed world supports what keeps every quantity a function of (prompt, position, last token)."""
+        from sim.markov import MARKOV_ORACLES, MARKOV_TEMPLATES
+
+        why = "on a compressed world (env.compressed=true)"
+        for family in self.oracle.kind.split("+"):
+            check(
+                family.strip() in MARKOV_ORACLES,
+                "oracle.kind",
+                self.oracle.kind,
+                f"families {list(MARKOV_ORACLES)} {why}: {family.strip()} depends on the whole prefix",
+            )
+        for name in self.oracle.templates:
+            check(
+                name in MARKOV_TEMPLATES,
+                "oracle.templates",
+                name,
+                f"Markov templates {list(MARKOV_TEMPLATES)} {why}: {name} looks beyond the last token",
+            )
+        check(
+            self.agent.name in COMPRESSED_AGENTS,
+            "agent.name",
+            self.agent.name,
+            f"one of {list(COMPRESSED_AGENTS)} {why} (sampled learners on compressed worlds are not built yet)",
+        )
+        check(self.pipeline == "direct", "pipeline", self.pipeline, f"direct {why}")
+        check(not self.save_arrays, "save_arrays", self.save_arrays, f"false {why}: S is never enumerated")
+        c = self.corruption
+        check(
+            c.sparsity.mode == "none" and c.sparsity.budget == 1.0,
+            "corruption.sparsity.mode",
+            c.sparsity.mode,
+            f"none {why} (planners see the expected reward; sparsity only matters to learners)",
+        )
+        check(
+            not c.noise.active,
+            "corruption.noise.sigma",
+            c.noise.sigma,
+            f"0 {why} (per-sequence noise does not compress)",
+        )
+        check(
+            not c.misspec.project_to,
+            "corruption.misspec.project_to",
+            c.misspec.project_to,
+            f"[] {why} (the projection is a least-squares fit over enumerated sequences)",
+        )

@@ -1,0 +1,199 @@
+"""Compressed Markov worlds against the enumerated solvers (to 1e-9), Monte Carlo intervals, non-Markov errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim import markov
+from sim.errors import ConfigError
+from sim.mdp import TextMDP
+from sim.oracle import make_oracle
+from sim.reference import make_reference
+from sim.solvers import backward_induction, expected_return, kl_divergence, soft_optimal
+
+WORLDS = [(2, 4, 3, True), (2, 3, 4, True), (1, 4, 3, False), (3, 3, 3, True)]
+SETUPS = [
+    ("linear", ("unigram", "position", "bigram", "prompt", "length"), "bigram"),
+    ("linear+length", ("unigram", "position", "prompt"), "uniform"),  # no dependence on the last token
+    ("length", ("unigram",), "eos_hazard"),
+]
+
+
+def _pair(world, kind, templates, ref_kind, seed=0):
+    mdp = TextMDP(*world)
+    mw = markov.MarkovWorld(*world)
+    if ref_kind == "eos_hazard" and not mdp.eos:
+        ref_kind = "uniform"
+    enum_oracle = make_oracle(mdp, kind, "dense", seed, templates=templates)
+    comp_oracle = markov.make_markov_oracle(mw, kind, seed, templates=templates)
+    enum_ref = make_reference(mdp, ref_kind, np.random.default_rng(seed + 1))
+    comp_ref = markov.markov_reference(mw, ref_kind, np.random.default_rng(seed + 1))
+    return mdp, mw, enum_oracle.reward, comp_oracle, enum_ref, comp_ref
+
+
+def expand(mdp: TextMDP, mw: markov.MarkovWorld, policy) -> np.ndarray:
+    """The enumerated table (S, A) of a Markov policy: state s -> (prompt, depth, last token or BOS)."""
+    out = np.empty((mdp.n_states, mdp.n_actions))
+    for t in range(mdp.horizon):
+        lo, hi = mdp.level(t)
+        pi = policy(t)
+        y = np.where(mdp.last_token[lo:hi] < 0, mw.bos, mdp.last_token[lo:hi])
+        out[lo:hi] = pi[mdp.prompt[lo:hi], y if pi.shape[1] > 1 else 0]
+    return out
+
+
+@pytest.mark.parametrize("world", WORLDS)
+@pytest.mark.parametrize("setup", SETUPS, ids=[s[0] + "/" + s[2] for s in SETUPS])
+def test_compressed_dp_agrees_with_enumeration(world, setup):
+    kind, templates, ref_kind = setup
+    mdp, mw, r, rc, ref, refc = _pair(world, kind, templates, ref_kind)
+    # the compressed reward is the enumerated one, state by state
+    policy_free = markov.MarkovReward(rc.bigram, rc.row)
+    for s in range(mdp.n_states):
+        p, t, y = mdp.prompt[s], mdp.depth[s], mdp.last_token[s]
+        row = policy_free.rows(t, p, slice(mw.bos if y < 0 else y, (mw.bos if y < 0 else y) + 1))
+        np.testing.assert_allclose(row[0], r[s], atol=1e-12)
+    # optimal return
+    opt = mdp.initial_dist @ backward_induction(mdp, r)[0]
+    assert markov.optimal_return(mw, rc) == pytest.approx(opt, abs=1e-9)
+    # the greedy policy is optimal
+    greedy = expand(mdp, mw, markov.greedy_policy(mw, rc))
+    assert expected_return(mdp, greedy, r) == pytest.approx(opt, abs=1e-9)
+    for beta in (0.1, 1.0, 5.0):
+        V, _, pi = soft_optimal(mdp, r, ref, beta)
+        Vc = markov.soft_values(mw, rc, refc, beta)
+        assert Vc[0][:, -1].mean() == pytest.approx(mdp.initial_dist @ V, abs=1e-9)
+        soft = markov.soft_policy(mw, rc, refc, beta)
+        np.testing.assert_allclose(expand(mdp, mw, soft), pi, atol=1e-9)
+        ev = markov.evaluate(mw, soft, {"oracle": rc}, refc)
+        assert ev["oracle"] == pytest.approx(expected_return(mdp, pi, r), abs=1e-9)
+        assert ev["kl_to_reference"] == pytest.approx(kl_divergence(mdp, pi, ref), abs=1e-9)
+
+
+@pytest.mark.parametrize("world", WORLDS[:2])
+def test_evaluation_of_an_arbitrary_markov_policy(world):
+    mdp, mw, r, rc, ref, refc = _pair(world, *SETUPS[0])
+    rng = np.random.default_rng(3)
+    tables = [rng.dirichlet(np.ones(mw.vocab_size), size=(mw.n_prompts, mw.vocab_size + 1)) for _ in range(mw.horizon)]
+    policy = lambda t: tables[t]  # noqa: E731
+    ev = markov.evaluate(mw, policy, {"oracle": rc}, refc)
+    table = expand(mdp, mw, policy)
+    assert ev["oracle"] == pytest.approx(expected_return(mdp, table, r), abs=1e-9)
+    assert ev["kl_to_reference"] == pytest.approx(kl_divergence(mdp, table, ref), abs=1e-9)
+    ref_eval = markov.evaluate(mw, markov.reference_policy(mw, refc), {"oracle": rc}, refc)
+    assert ref_eval["oracle"] == pytest.approx(expected_return(mdp, ref, r), abs=1e-9)
+    assert ref_eval["kl_to_reference"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_monte_carlo_interval_contains_the_exact_value():
+    mw = markov.MarkovWorld(2, 50, 12)
+    rc = markov.make_markov_oracle(mw, "linear", 0, templates=("unigram", "position", "bigram"))
+    refc = markov.markov_reference(mw, "bigram", np.random.default_rng(1))
+    soft = markov.soft_policy(mw, rc, refc, 0.5)
+    exact = markov.evaluate(mw, soft, {"oracle": rc}, refc)["oracle"]
+    samples = markov.sample_returns(mw, soft, rc, 20_000, np.random.default_rng(2))
+    m, lo, hi = markov.mc_estimate(samples, 0.99)
+    assert lo <= exact <= hi
+    assert hi - lo < 0.1 * (1 + abs(exact))  # the interval is informative, not vacuous
+
+
+def test_large_world_runs_without_enumeration():
+    mw = markov.MarkovWorld(1, 2000, 64)  # ~2000^64 prefixes
+    rc = markov.make_markov_oracle(mw, "linear", 0, templates=("unigram", "position", "length"))
+    refc = markov.markov_reference(mw, "uniform")
+    opt = markov.optimal_return(mw, rc)
+    soft = markov.soft_policy(mw, rc, refc, 0.1)
+    ev = markov.evaluate(mw, soft, {"oracle": rc}, refc)
+    ref_ev = markov.evaluate(mw, markov.reference_policy(mw, refc), {"oracle": rc}, refc)
+    assert ref_ev["oracle"] < ev["oracle"] <= opt + 1e-9
+    assert ev["kl_to_reference"] > 0
+
+
+def test_non_markov_inputs_are_refused_naming_the_culprit():
+    mw = markov.MarkovWorld(2, 100, 10)
+    with pytest.raises(ConfigError, match="hashed"):
+        markov.make_markov_oracle(mw, "linear", 0, templates=("unigram", "hashed"))
+    for kind in ("nonlinear", "linear+repetition"):
+        with pytest.raises(ConfigError, match="oracle.kind"):
+            markov.make_markov_oracle(mw, kind, 0)
+    with pytest.raises(ConfigError, match="softmax"):
+        markov.markov_reference(mw, "softmax")
+
+
+# ------------------------------------------------------------------ the runner on compressed worlds
+from sim.config import AgentConfig, Config, EnvConfig, OracleConfig  # noqa: E402
+from sim.corruption import CorruptionConfig, MisspecConfig  # noqa: E402
+from sim.experiment import run  # noqa: E402
+
+MARKOV_ORACLE = OracleConfig(kind="linear+length", templates=["unigram", "position", "bigram", "prompt", "length"])
+CASES = [
+    (AgentConfig(name="exact_planner"), MisspecConfig()),
+    (AgentConfig(name="soft_planner", beta=0.3), MisspecConfig(angle=0.7)),
+    (AgentConfig(name="exact_planner"), MisspecConfig(omit=["bigram"], length_bias=0.4)),
+    (AgentConfig(name="soft_planner", beta=1.0), MisspecConfig(angle=1.2, omit=["prompt"], length_bias=-0.2)),
+]
+
+
+@pytest.mark.parametrize("agent, misspec", CASES)
+@pytest.mark.parametrize("reference", ["bigram", "eos_hazard"])
+def test_compressed_run_equals_the_enumerated_run(agent, misspec, reference):
+    env = dict(n_prompts=2, vocab_size=4, horizon=4, reference=reference)
+    kw = dict(oracle=MARKOV_ORACLE, agent=agent, corruption=CorruptionConfig(misspec=misspec), seed=5)
+    enumerated = run(Config(env=EnvConfig(**env), **kw)).metrics
+    compressed = run(Config(env=EnvConfig(**env, compressed=True), **kw)).metrics
+    for key in (
+        "optimal_return",
+        "oracle_return",
+        "reference_return",
+        "gap",
+        "proxy_return",
+        "kl_to_reference",
+        "reference_proxy_return",
+    ):
+        assert compressed[key] == pytest.approx(enumerated[key], abs=1e-9), key
+
+
+def test_compressed_world_from_the_command_line(tmp_path):
+    from tests.test_cli import run_cli
+
+    proc = run_cli(
+        f"hydra.run.dir={tmp_path}",
+        "env=large",
+        "env.vocab_size=200",
+        "env.horizon=16",
+        "corruption.misspec.angle=0.5",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "compressed Markov world" in proc.stdout and "oracle's best" in proc.stdout
+    import json
+
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["compressed"] is True and m["gap"] > 0 and m["kl_to_reference"] > 0
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (dict(oracle=OracleConfig(kind="nonlinear")), "oracle.kind"),
+        (dict(oracle=OracleConfig(templates=["unigram", "hashed"])), "oracle.templates"),
+        (dict(agent=AgentConfig(name="q_learning")), "agent.name"),
+        (dict(save_arrays=True), "save_arrays"),
+        (
+            dict(corruption=CorruptionConfig(misspec=MisspecConfig(project_to=["unigram"]))),
+            "corruption.misspec.project_to",
+        ),
+    ],
+)
+def test_compressed_world_refuses_what_does_not_compress(overrides, key):
+    with pytest.raises(ConfigError) as e:
+        Config(env=EnvConfig(vocab_size=1000, horizon=32, reference="bigram", compressed=True), **overrides)
+    assert e.value.field == key
+
+
+def test_too_large_world_suggests_compression():
+    with pytest.raises(ConfigError, match="env.compressed=true"):
+        EnvConfig(vocab_size=1000, horizon=32)
+    with pytest.raises(ConfigError, match="env.reference"):
+        EnvConfig(vocab_size=1000, horizon=32, reference="softmax", compressed=True)
