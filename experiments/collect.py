@@ -35,7 +35,7 @@ def _value(text: str) -> object:
 
 def _consistent(df: pd.DataFrame) -> pd.DataFrame:
     """Columns mixing numbers and strings become strings, so the table is a valid parquet file."""
-    for col in df.select_dtypes(include="object").columns:
+    for col in [c for c in df.columns if df[c].dtype.kind == "O"]:
         kinds = {type(v) for v in df[col].dropna()}
         if len(kinds) > 1 and str in kinds:
             df[col] = df[col].map(lambda v: v if v is None or (isinstance(v, float) and v != v) else str(v))
