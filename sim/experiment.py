@@ -13,7 +13,7 @@ import numpy as np
 from sim.agents import AgentContext, run_agent
 from sim.config import Config
 from sim.mdp import TextMDP
-from sim.metrics import exact_metrics
+from sim.metrics import exact_metrics, gap_metrics
 from sim.oracle import sequence_form
 from sim.rlhf import run_rlhf
 from sim.solvers import occupancy
@@ -121,15 +121,8 @@ def run_compressed(cfg: Config, t0: float) -> RunResult:
     rewards = {"oracle": oracle, "proxy": proxy}
     ev = markov.evaluate(world, policy, rewards, ref)
     ref_ev = markov.evaluate(world, markov.reference_policy(world, ref), rewards, ref)
-    opt = markov.optimal_return(world, oracle)
-    gap = max(opt - ev["oracle"], 0.0) if opt - ev["oracle"] > -1e-9 * max(1.0, abs(opt)) else opt - ev["oracle"]
-    span = opt - ref_ev["oracle"]
     metrics: dict[str, float | int | str | None] = {
-        "optimal_return": opt,
-        "oracle_return": ev["oracle"],
-        "reference_return": ref_ev["oracle"],
-        "gap": gap,
-        "normalized_gap": gap / span if span > 1e-12 * max(1.0, abs(opt)) else None,
+        **gap_metrics(markov.optimal_return(world, oracle), ev["oracle"], ref_ev["oracle"]),
         "proxy_return": ev["proxy"],
         "reference_proxy_return": ref_ev["proxy"],
         "kl_to_reference": ev["kl_to_reference"],
@@ -156,57 +149,50 @@ def run_compressed(cfg: Config, t0: float) -> RunResult:
     return RunResult(metrics=metrics, arrays={}, mdp=None, outputs=outputs)
 
 
+SUMMARY_KEYS = (
+    "optimal_return",
+    "oracle_return",
+    "reference_return",
+    "gap",
+    "normalized_gap",
+    "proxy_return",
+    "kl_to_reference",
+    "rm_accuracy_in_dist",
+    "rm_accuracy_shifted",
+    "reward_distance",
+    "n_feedback",
+    "wall_time_s",
+)
+
+
+def _metric_lines(m: dict) -> list[str]:
+    """One aligned line per metric present in ``m``."""
+    lines = []
+    for key in SUMMARY_KEYS:
+        if key in m:
+            v = m[key]
+            text = "n/a" if v is None else (f"{v:d}" if isinstance(v, int) else f"{v:.4f}")
+            lines.append(f"  {key:<20} {text}")
+    return lines
+
+
 def summary(result: RunResult, n_prompts: int = 2, k: int = 3) -> str:
     """A short human-readable report: the metrics and what the policy learned to say."""
     m, mdp = result.metrics, result.mdp
-    if mdp is None:  # a compressed world
-        lines = [
-            f"compressed Markov world (never enumerated); n_actions={m['n_actions']}",
-            f"oracle: {m['oracle']}  corruption: {m['corruption']}",
-            f"agent: {m['agent']}  seed: {m['seed']}",
-            "",
-        ]
-        for key in (
-            "optimal_return",
-            "oracle_return",
-            "reference_return",
-            "gap",
-            "normalized_gap",
-            "proxy_return",
-            "kl_to_reference",
-            "wall_time_s",
-        ):
-            v = m.get(key)
-            lines.append(f"  {key:<20} {'n/a' if v is None else f'{v:.4f}'}")
-        return "\n".join([*lines, "", *result.outputs])
-    R_oracle = sequence_form(mdp, result.arrays["oracle_reward"])
-    R_proxy = sequence_form(mdp, result.arrays["proxy_reward"])
-    lines = [
-        mdp.describe(),
+    head = [
+        mdp.describe()
+        if mdp is not None
+        else f"compressed Markov world (never enumerated); n_actions={m['n_actions']}",
         f"oracle: {m['oracle']}  corruption: {m['corruption']}",
         f"agent: {m['agent']}  seed: {m['seed']}",
         "",
+        *_metric_lines(m),
     ]
-    keys = [
-        "optimal_return",
-        "oracle_return",
-        "reference_return",
-        "gap",
-        "normalized_gap",
-        "proxy_return",
-        "kl_to_reference",
-        "rm_accuracy_in_dist",
-        "rm_accuracy_shifted",
-        "reward_distance",
-        "n_feedback",
-        "wall_time_s",
-    ]
-    for key in keys:
-        if key not in m:
-            continue
-        v = m.get(key)
-        text = "n/a" if v is None else (f"{v:d}" if isinstance(v, int) else f"{v:.4f}")
-        lines.append(f"  {key:<20} {text}")
+    if mdp is None:
+        return "\n".join([*head, "", *result.outputs])
+    R_oracle = sequence_form(mdp, result.arrays["oracle_reward"])
+    R_proxy = sequence_form(mdp, result.arrays["proxy_reward"])
+    lines = head
     lines.append("")
     lines.append(f"  {'most likely outputs':<34} {'prob':>6} {'oracle':>8} {'proxy':>8}")
     for p in range(min(n_prompts, mdp.n_prompts)):

@@ -20,6 +20,23 @@ def optimal_return(mdp: TextMDP, r: np.ndarray) -> float:
     return float(mdp.initial_dist @ V)
 
 
+def gap_metrics(optimal: float, oracle: float, reference: float) -> dict[str, float | None]:
+    """``optimal_return``, ``oracle_return``, ``reference_return``, ``gap`` and ``normalized_gap``.
+
+    The gap is >= 0 mathematically; the last-bit rounding of two summation orders is clipped. ``normalized_gap``
+    is ``None`` when ``optimal == reference`` (nothing to normalise by).
+    """
+    gap = max(optimal - oracle, 0.0) if optimal - oracle > -1e-9 * max(1.0, abs(optimal)) else optimal - oracle
+    span = optimal - reference
+    return {
+        "optimal_return": optimal,
+        "oracle_return": oracle,
+        "reference_return": reference,
+        "gap": gap,
+        "normalized_gap": gap / span if span > 1e-12 * max(1.0, abs(optimal)) else None,
+    }
+
+
 def exact_metrics(
     mdp: TextMDP,
     policy: np.ndarray,
@@ -44,16 +61,8 @@ def exact_metrics(
     d = occupancy(mdp, policy)
     opt = optimal_return(mdp, oracle_reward) if optimal is None else optimal
     oracle = expected_return(mdp, policy, oracle_reward, d)
-    reference = expected_return(mdp, ref_policy, oracle_reward)
-    # the gap is >= 0 mathematically; clip the last-bit rounding of two different summation orders
-    gap = max(opt - oracle, 0.0) if opt - oracle > -1e-9 * max(1.0, abs(opt)) else opt - oracle
-    span = opt - reference
     return {
-        "optimal_return": opt,
-        "oracle_return": oracle,
-        "reference_return": reference,
-        "gap": gap,
-        "normalized_gap": gap / span if span > 1e-12 * max(1.0, abs(opt)) else None,
+        **gap_metrics(opt, oracle, expected_return(mdp, ref_policy, oracle_reward)),
         "proxy_return": expected_return(mdp, policy, proxy_reward, d),
         "reference_proxy_return": expected_return(mdp, ref_policy, proxy_reward),
         "kl_to_reference": kl_divergence(mdp, policy, ref_policy, d),
