@@ -369,7 +369,25 @@ class Config:
             self.agent.name,
             f"one of {list(COMPRESSED_AGENTS)} {why} (sampled learners on compressed worlds are not built yet)",
         )
-        check(self.pipeline == "direct", "pipeline", self.pipeline, f"direct {why}")
+        if self.pipeline == "rlhf":  # preferences on sampled pairs, a linear model over Markov templates
+            f, r = self.feedback, self.reward_model
+            check(f.kind == "preferences", "feedback.kind", f.kind, f"preferences {why}")
+            check(f.sampler == "reference" and f.rounds == 1, "feedback.sampler", f.sampler, f"reference {why}")
+            check(
+                f.annotators == 1 and f.myopia == 1.0,
+                "feedback.annotators",
+                f.annotators,
+                f"1, with feedback.myopia = 1, {why}",
+            )
+            check(r.name == "linear", "reward_model.name", r.name, f"linear {why} (a table over ~V^H sequences)")
+            for name in r.templates:
+                check(
+                    name in MARKOV_TEMPLATES,
+                    "reward_model.templates",
+                    name,
+                    f"Markov templates {list(MARKOV_TEMPLATES)} {why}",
+                )
+            check(r.ensemble <= 1 and r.pessimism == 0, "reward_model.pessimism", r.pessimism, f"0 {why}")
         check(not self.save_arrays, "save_arrays", self.save_arrays, f"false {why}: S is never enumerated")
         c = self.corruption
         check(

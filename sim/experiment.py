@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim.agents import AgentContext, run_agent
+from sim.agents.base import beta_path
 from sim.config import Config
 from sim.mdp import TextMDP
 from sim.metrics import exact_metrics, gap_metrics
@@ -114,11 +115,29 @@ def run_compressed(cfg: Config, t0: float) -> RunResult:
     proxy = markov.misspecify(
         world, oracle, o.templates, m.angle, m.omit, m.length_bias, np.random.default_rng(streams["corruption"])
     )
+    extra: dict[str, float | int | None] = {}
+    if cfg.pipeline == "rlhf":  # annotators perceive the (possibly misspecified) reward; the agent sees the model
+        from sim.markov_rlhf import run_rlhf_compressed
+
+        proxy, extra = run_rlhf_compressed(cfg, world, oracle, proxy, ref, streams["feedback"])
+    rewards = {"oracle": oracle, "proxy": proxy}
+    curve: list[dict[str, float]] = []
     if cfg.agent.name == "exact_planner":
         policy = markov.greedy_policy(world, proxy)
     else:
         policy = markov.soft_policy(world, proxy, ref, cfg.agent.beta)
-    rewards = {"oracle": oracle, "proxy": proxy}
+        if cfg.agent.path:  # the optimisation-pressure path, exactly
+            for k, beta in enumerate(beta_path(cfg.agent), start=1):
+                ev_k = markov.evaluate(world, markov.soft_policy(world, proxy, ref, float(beta)), rewards, ref)
+                curve.append(
+                    {
+                        "step": k,
+                        "oracle_return": ev_k["oracle"],
+                        "proxy_return": ev_k["proxy"],
+                        "kl_to_reference": ev_k["kl_to_reference"],
+                        "beta": float(beta),
+                    }
+                )
     ev = markov.evaluate(world, policy, rewards, ref)
     ref_ev = markov.evaluate(world, markov.reference_policy(world, ref), rewards, ref)
     metrics: dict[str, float | int | str | None] = {
@@ -134,6 +153,7 @@ def run_compressed(cfg: Config, t0: float) -> RunResult:
         "compressed": True,
         "n_states": None,
         "n_actions": e.vocab_size,
+        **extra,
         "wall_time_s": time.perf_counter() - t0,
     }
     best = markov.greedy_policy(world, oracle)
@@ -146,7 +166,7 @@ def run_compressed(cfg: Config, t0: float) -> RunResult:
             outputs.append(
                 f"  x{p} {label:<20} p={prob:6.3f} oracle={ret['oracle']:8.3f} proxy={ret['proxy']:8.3f}  {words}"
             )
-    return RunResult(metrics=metrics, arrays={}, mdp=None, outputs=outputs)
+    return RunResult(metrics=metrics, arrays={}, mdp=None, curve=curve, outputs=outputs)
 
 
 SUMMARY_KEYS = (

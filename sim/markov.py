@@ -25,7 +25,7 @@ import numpy as np
 from scipy.special import softmax
 
 from sim.errors import ConfigError, check
-from sim.features import template_dim
+from sim.features import template_dim  # noqa: F401  (re-exported for callers)
 
 MARKOV_TEMPLATES = ("unigram", "position", "bigram", "prompt", "length")
 MARKOV_REFERENCES = ("uniform", "bigram", "eos_hazard")

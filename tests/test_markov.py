@@ -122,7 +122,7 @@ def test_non_markov_inputs_are_refused_naming_the_culprit():
 
 
 # ------------------------------------------------------------------ the runner on compressed worlds
-from sim.config import AgentConfig, Config, EnvConfig, OracleConfig  # noqa: E402
+from sim.config import AgentConfig, Config, EnvConfig, FeedbackConfig, OracleConfig, RewardModelConfig  # noqa: E402
 from sim.corruption import CorruptionConfig, MisspecConfig  # noqa: E402
 from sim.experiment import run  # noqa: E402
 
@@ -197,3 +197,64 @@ def test_too_large_world_suggests_compression():
         EnvConfig(vocab_size=1000, horizon=32)
     with pytest.raises(ConfigError, match="env.reference"):
         EnvConfig(vocab_size=1000, horizon=32, reference="softmax", compressed=True)
+
+
+# ------------------------------------------------------------------ sampled sequences (rlhf at scale)
+from sim import markov_rlhf  # noqa: E402
+
+
+def test_sampled_sequences_features_and_returns_are_consistent():
+    mw = markov.MarkovWorld(3, 40, 10)
+    templates = ("unigram", "position", "bigram", "prompt", "length")
+    theta = np.random.default_rng(0).normal(size=sum(markov.template_dim(mw, t) for t in templates))
+    reward = markov.markov_reward_from_theta(mw, templates, theta)
+    refc = markov.markov_reference(mw, "bigram", np.random.default_rng(1))
+    seqs = markov_rlhf.sample_sequences(mw, markov.reference_policy(mw, refc), 5000, np.random.default_rng(2))
+    Psi = markov_rlhf.sequence_features(mw, templates, seqs)
+    R = markov_rlhf.sequence_returns(mw, reward, seqs)
+    np.testing.assert_allclose(Psi @ theta, R, atol=1e-9)  # features reproduce the reward on every sequence
+    # and the samples are from the right distribution: their mean return is within the 99% interval of the exact
+    exact = markov.evaluate(mw, markov.reference_policy(mw, refc), {"r": reward}, refc)["r"]
+    m, lo, hi = markov.mc_estimate(R, 0.99)
+    assert lo <= exact <= hi
+
+
+def test_rlhf_on_a_compressed_world():
+    T = ["unigram", "position", "bigram"]
+    base = dict(
+        env=EnvConfig(n_prompts=2, vocab_size=30, horizon=8, reference="bigram", compressed=True),
+        oracle=OracleConfig(templates=T),
+        reward_model=RewardModelConfig(templates=T),
+        pipeline="rlhf",
+        agent=AgentConfig(name="soft_planner", beta=0.3, path=True, checkpoints=5),
+    )
+    few = run(Config(feedback=FeedbackConfig(n=100, n_eval=1000), **base))
+    many = run(Config(feedback=FeedbackConfig(n=5000, n_eval=1000, rationality=3.0), **base))
+    for r in (few, many):
+        m = r.metrics
+        assert {"rm_accuracy_in_dist", "rm_accuracy_shifted", "reward_distance", "n_feedback"} <= m.keys()
+        assert len(r.curve) == 5 and r.curve[-1]["beta"] == pytest.approx(0.3)
+        assert r.curve[-1]["oracle_return"] == pytest.approx(m["oracle_return"], abs=1e-9)  # the path ends at beta
+    assert many.metrics["rm_accuracy_in_dist"] > 0.85 > few.metrics["rm_accuracy_in_dist"]
+    assert many.metrics["reward_distance"] < few.metrics["reward_distance"]
+    assert many.metrics["normalized_gap"] < few.metrics["normalized_gap"]
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (
+            dict(feedback=__import__("sim.config", fromlist=["FeedbackConfig"]).FeedbackConfig(kind="ratings")),
+            "feedback.kind",
+        ),
+        (dict(reward_model=RewardModelConfig(name="tabular")), "reward_model.name"),
+    ],
+)
+def test_compressed_rlhf_refuses_what_does_not_compress(overrides, key):
+    with pytest.raises(ConfigError) as e:
+        Config(
+            env=EnvConfig(vocab_size=1000, horizon=32, reference="bigram", compressed=True),
+            pipeline="rlhf",
+            **overrides,
+        )
+    assert e.value.field == key
