@@ -243,10 +243,7 @@ def test_rlhf_on_a_compressed_world():
 @pytest.mark.parametrize(
     "overrides, key",
     [
-        (
-            dict(feedback=__import__("sim.config", fromlist=["FeedbackConfig"]).FeedbackConfig(kind="ratings")),
-            "feedback.kind",
-        ),
+        (dict(feedback=FeedbackConfig(kind="ratings")), "feedback.kind"),
         (dict(reward_model=RewardModelConfig(name="tabular")), "reward_model.name"),
     ],
 )
