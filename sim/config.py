@@ -298,7 +298,7 @@ class AgentConfig:
         check(self.path_max_beta >= self.beta, "agent.path_max_beta", self.path_max_beta, f">= agent.beta={self.beta}")
 
 
-COMPRESSED_AGENTS = ("exact_planner", "soft_planner")
+COMPRESSED_AGENTS = ("exact_planner", "soft_planner", "loglinear_pg")
 
 
 @dataclass
@@ -367,8 +367,17 @@ class Config:
             self.agent.name in COMPRESSED_AGENTS,
             "agent.name",
             self.agent.name,
-            f"one of {list(COMPRESSED_AGENTS)} {why} (sampled learners on compressed worlds are not built yet)",
+            f"one of {list(COMPRESSED_AGENTS)} {why} (other learners on compressed worlds are not built yet)",
         )
+        if self.agent.name == "loglinear_pg":
+            check(self.agent.mode == "sampled", "agent.mode", self.agent.mode, f"sampled for loglinear_pg {why}")
+            for name in self.agent.templates:
+                check(
+                    name in ("unigram", "position", "bigram", "prompt"),
+                    "agent.templates",
+                    name,
+                    f"unigram, position, bigram or prompt for loglinear_pg {why}",
+                )
         if self.pipeline == "rlhf":  # preferences on sampled pairs, a linear model over Markov templates
             f, r = self.feedback, self.reward_model
             check(f.kind == "preferences", "feedback.kind", f.kind, f"preferences {why}")

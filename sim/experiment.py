@@ -124,6 +124,10 @@ def run_compressed(cfg: Config, t0: float) -> RunResult:
     curve: list[dict[str, float]] = []
     if cfg.agent.name == "exact_planner":
         policy = markov.greedy_policy(world, proxy)
+    elif cfg.agent.name == "loglinear_pg":  # sampled rollouts; every checkpoint evaluated exactly
+        from sim.markov_agents import loglinear_pg
+
+        policy, curve = loglinear_pg(world, proxy, oracle, ref, cfg.agent, np.random.default_rng(streams["agent"]))
     else:
         policy = markov.soft_policy(world, proxy, ref, cfg.agent.beta)
         if cfg.agent.path:  # the optimisation-pressure path, exactly
@@ -140,6 +144,10 @@ def run_compressed(cfg: Config, t0: float) -> RunResult:
                 )
     ev = markov.evaluate(world, policy, rewards, ref)
     ref_ev = markov.evaluate(world, markov.reference_policy(world, ref), rewards, ref)
+    # a Monte Carlo estimate beside the exact value (what a sampling-only simulator would report)
+    mc_rng = np.random.default_rng(streams["agent"].spawn(1)[0])
+    mc, lo, hi = markov.mc_estimate(markov.sample_returns(world, policy, oracle, 2000, mc_rng), 0.99)
+    extra.update(oracle_return_mc=mc, oracle_return_mc_ci99_lo=lo, oracle_return_mc_ci99_hi=hi)
     metrics: dict[str, float | int | str | None] = {
         **gap_metrics(markov.optimal_return(world, oracle), ev["oracle"], ref_ev["oracle"]),
         "proxy_return": ev["proxy"],
