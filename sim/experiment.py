@@ -18,7 +18,7 @@ from sim.metrics import exact_metrics, gap_metrics
 from sim.oracle import sequence_form
 from sim.rlhf import run_rlhf
 from sim.solvers import occupancy
-from sim.world import build_world, seed_streams
+from sim.world import build_world, oracle_kwargs, seed_streams
 
 
 @dataclass
@@ -103,15 +103,7 @@ def run_compressed(cfg: Config, t0: float) -> RunResult:
     e, o, m = cfg.env, cfg.oracle, cfg.corruption.misspec
     world = markov.MarkovWorld(e.n_prompts, e.vocab_size, e.horizon, e.eos)
     ref = markov.markov_reference(world, e.reference, np.random.default_rng(streams["reference"]), e.ref_temperature)
-    oracle = markov.make_markov_oracle(
-        world,
-        o.kind,
-        streams["oracle"],
-        templates=o.templates,
-        scale=o.scale,
-        target_length=o.target_length,
-        length_weight=o.length_weight,
-    )
+    oracle = markov.make_markov_oracle(world, o.kind, streams["oracle"], **oracle_kwargs(o))
     proxy = markov.misspecify(
         world, oracle, o.templates, m.angle, m.omit, m.length_bias, np.random.default_rng(streams["corruption"])
     )

@@ -57,22 +57,23 @@ def build_world(
     streams = seed_streams(seed)
     mdp = TextMDP(env.n_prompts, env.vocab_size, env.horizon, env.eos)
     ref = make_reference(mdp, env.reference, np.random.default_rng(streams["reference"]), env.ref_temperature)
-    orc = make_oracle(
-        mdp,
-        oracle.kind,
-        oracle.form,
-        streams["oracle"],
-        templates=oracle.templates,
-        scale=oracle.scale,
-        n_pairs=oracle.n_pairs,
-        pair_scale=oracle.pair_scale,
-        seq_noise=oracle.seq_noise,
-        target_length=oracle.target_length,
-        length_weight=oracle.length_weight,
-        repetition_weight=oracle.repetition_weight,
-    )
+    orc = make_oracle(mdp, oracle.kind, oracle.form, streams["oracle"], **oracle_kwargs(oracle))
     channel = build_channel(mdp, orc, corruption, streams["corruption"])
     return World(mdp=mdp, oracle=orc, ref_policy=ref, channel=channel)
+
+
+def oracle_kwargs(oracle: OracleConfig) -> dict:
+    """The keyword arguments of :func:`sim.oracle.make_oracle` (and its compressed twin) from the config."""
+    return {
+        "templates": oracle.templates,
+        "scale": oracle.scale,
+        "n_pairs": oracle.n_pairs,
+        "pair_scale": oracle.pair_scale,
+        "seq_noise": oracle.seq_noise,
+        "target_length": oracle.target_length,
+        "length_weight": oracle.length_weight,
+        "repetition_weight": oracle.repetition_weight,
+    }
 
 
 def corruption_from_dict(d: dict | CorruptionConfig | None) -> CorruptionConfig:
