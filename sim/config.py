@@ -89,7 +89,7 @@ class OracleConfig:
     """The true reward (see ``sim.oracle``)."""
 
     kind: str = "linear"
-    """linear, nonlinear, length, repetition, or a '+'-joined sum such as linear+repetition."""
+    """linear, nonlinear, length, repetition, stutter, or a '+'-joined sum such as linear+repetition."""
     form: str = "dense"
     """dense (token-level) or sequence (the whole return on the last token)."""
     templates: list[str] = field(default_factory=lambda: ["unigram", "position", "bigram", "prompt"])
@@ -107,7 +107,7 @@ class OracleConfig:
     length_weight: float = 1.0
     """Reward at the target length."""
     repetition_weight: float = 1.0
-    """Cost of each repeated token (the repetition family)."""
+    """Cost of a repeated token: any earlier occurrence (repetition) or the previous token (stutter)."""
 
     def __post_init__(self) -> None:
         parse_kind(self.kind)

@@ -29,7 +29,7 @@ from sim.features import template_dim  # noqa: F401  (re-exported for callers)
 
 MARKOV_TEMPLATES = ("unigram", "position", "bigram", "prompt", "length")
 MARKOV_REFERENCES = ("uniform", "bigram", "eos_hazard")
-MARKOV_ORACLES = ("linear", "length")
+MARKOV_ORACLES = ("linear", "length", "stutter")
 #: Rows of Q added and reduced at a time: 64 rows x 1000 tokens x 8 bytes = 512 KiB stays in cache (measured best).
 BLOCK_BYTES = 512 * 1024
 
@@ -391,6 +391,7 @@ def make_markov_oracle(
     scale: float = 1.0,
     target_length: int | None = None,
     length_weight: float = 1.0,
+    repetition_weight: float = 1.0,
     **_: object,
 ) -> MarkovReward:
     """The oracle of :func:`sim.oracle.make_oracle` on a compressed world: the same draws for the same seed.
@@ -429,6 +430,11 @@ def make_markov_oracle(
         L_star = (H + 1) // 2 if target_length is None else target_length
         g = length_weight * np.arange(H + 1) * (2 * L_star - np.arange(H + 1)) / L_star**2
         reward.row[:, :, world.first_token :] += np.diff(g)[:, None, None]
+    if "stutter" in families:  # the bigram diagonal: a token equal to the previous one
+        if reward.bigram is None:
+            reward.bigram = np.zeros((world.vocab_size + 1, world.vocab_size))
+        tokens = np.arange(world.first_token, world.vocab_size)
+        reward.bigram[tokens, tokens] -= repetition_weight
     return reward
 
 

@@ -11,6 +11,8 @@ Families (``kind``; join several with ``+`` to add them, e.g. ``"linear+length"`
 * ``repetition``: each token that already occurs in the response costs ``repetition_weight``. It depends on the
   whole prefix, so no unigram/position/bigram model represents it; it rarely matters for diverse samples
   but dominates when an optimiser repeats its favourite tokens (extremal Goodhart).
+* ``stutter``: each token equal to the one just before it costs ``repetition_weight``: the Markov (bigram-diagonal)
+  cousin of ``repetition``, so compressed worlds can carry it.
 
 Forms: ``dense`` (token-level: each term is paid on the transition that earns it) or ``sequence`` (the
 whole return ``R(x, y)`` on the episode-ending transition). Both give every sequence the same return.
@@ -27,9 +29,9 @@ from sim.errors import ConfigError, check
 from sim.features import FeatureMap, check_templates
 from sim.mdp import TextMDP
 
-FAMILIES = ("linear", "nonlinear", "length", "repetition")
+FAMILIES = ("linear", "nonlinear", "length", "repetition", "stutter")
 FORMS = ("dense", "sequence")
-_FAMILY_STREAM = {"linear": 0, "nonlinear": 1, "length": 2, "repetition": 3}
+_FAMILY_STREAM = {"linear": 0, "nonlinear": 1, "length": 2, "repetition": 3, "stutter": 4}
 
 
 def parse_kind(kind: str, field: str = "oracle.kind") -> tuple[str, ...]:
@@ -168,6 +170,11 @@ def make_oracle(
         if mdp.eos:
             repeated[:, 0] = False  # EOS is never a repetition
         reward -= repetition_weight * repeated
+    if "stutter" in families:
+        stutter = mdp.last_token[:, None] == np.arange(mdp.vocab_size)[None, :]
+        if mdp.eos:
+            stutter[:, 0] = False
+        reward -= repetition_weight * stutter
     if form == "sequence":
         reward = sequence_form(mdp, reward)
     return Oracle(kind="+".join(families), form=form, reward=reward, features=features, theta=theta)

@@ -91,6 +91,10 @@ def _break_rlhf_vs_rlfree(t):
     return t[t["agent.name"] != "dpo"]  # a method missing
 
 
+def _break_scale_overoptimization(t):
+    return t.assign(oracle_return=t["proxy_return"] + t["reference_return"])  # oracle = proxy: no peak
+
+
 def _break_tabular_vs_linear(t):
     swap = {"q_learning": "linear_q", "linear_q": "q_learning"}
     return t.assign(**{"agent.name": t["agent.name"].map(swap)})

@@ -17,6 +17,7 @@ SETUPS = [
     ("linear", ("unigram", "position", "bigram", "prompt", "length"), "bigram"),
     ("linear+length", ("unigram", "position", "prompt"), "uniform"),  # no dependence on the last token
     ("length", ("unigram",), "eos_hazard"),
+    ("linear+stutter", ("unigram", "position"), "uniform"),
 ]
 
 

@@ -150,3 +150,12 @@ def test_sequence_features_match_path_walk():
     assert Psi.shape == (len(paths), fm.dim)
     for _p, path in paths:
         np.testing.assert_array_equal(Psi[by_end[path[-1]]], _features_of_sequence(fm, path))
+
+
+def test_stutter_penalises_immediate_repeats_only():
+    m = TextMDP(1, 4, 4)
+    o = make_oracle(m, "stutter", repetition_weight=1.5)
+    for _p, path in sequences(m):
+        toks = [a for _s, a in path if a != 0]
+        repeats = sum(1 for x, y in zip(toks, toks[1:], strict=False) if x == y)
+        assert seq_return(path, o.reward) == pytest.approx(-1.5 * repeats)

@@ -186,7 +186,11 @@ def test_soft_optimum_moves_monotonically_between_reference_and_optimum(world, s
     assert all(J_ref - 1e-9 <= j <= opt + 1e-9 for j in J)
 
 
-@given(world=world_st, seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(["linear", "nonlinear", "length"]))
+@given(
+    world=world_st,
+    seed=st.integers(0, 2**32 - 1),
+    kind=st.sampled_from(["linear", "nonlinear", "length", "stutter", "repetition"]),
+)
 def test_dense_and_sequence_forms_give_equal_returns(world, seed, kind):
     m = TextMDP(*world)
     dense = make_oracle(m, kind, "dense", seed).reward

@@ -21,6 +21,7 @@ NAMES = (
     "goodhart_prevalence",
     "rlhf_vs_rlfree",
     "tabular_vs_linear",
+    "scale_overoptimization",
 )
 
 
