@@ -298,7 +298,7 @@ class AgentConfig:
         check(self.path_max_beta >= self.beta, "agent.path_max_beta", self.path_max_beta, f">= agent.beta={self.beta}")
 
 
-COMPRESSED_AGENTS = ("exact_planner", "soft_planner", "loglinear_pg")
+COMPRESSED_AGENTS = ("exact_planner", "soft_planner", "loglinear_pg", "linear_q")
 
 
 @dataclass
@@ -400,16 +400,10 @@ class Config:
         check(not self.save_arrays, "save_arrays", self.save_arrays, f"false {why}: S is never enumerated")
         c = self.corruption
         check(
-            c.sparsity.mode == "none" and c.sparsity.budget == 1.0,
-            "corruption.sparsity.mode",
-            c.sparsity.mode,
-            f"none {why} (planners see the expected reward; sparsity only matters to learners)",
-        )
-        check(
-            not c.noise.active,
-            "corruption.noise.sigma",
-            c.noise.sigma,
-            f"0 {why} (per-sequence noise does not compress)",
+            c.noise.mode == "delivery" and c.noise.levels == 0 and c.noise.drop == 0,
+            "corruption.noise.mode",
+            c.noise.mode,
+            f"delivery noise with sigma only {why} (per-sequence noise, Likert levels and drops are not built here)",
         )
         check(
             not c.misspec.project_to,

@@ -97,7 +97,7 @@ def top_sequences(mdp: TextMDP, policy: np.ndarray, prompt: int, k: int = 3) -> 
 
 def run_compressed(cfg: Config, t0: float) -> RunResult:
     """A run on a compressed Markov world: every metric by exact dynamic programming over (p, t, y)."""
-    from sim import markov
+    from sim import markov, markov_agents
 
     streams = seed_streams(cfg.seed)
     e, o, m = cfg.env, cfg.oracle, cfg.corruption.misspec
@@ -112,14 +112,16 @@ def run_compressed(cfg: Config, t0: float) -> RunResult:
         from sim.markov_rlhf import run_rlhf_compressed
 
         proxy, extra = run_rlhf_compressed(cfg, world, oracle, proxy, ref, streams["feedback"])
+    received = proxy  # what a learner is paid when its episode carries reward (learners draw the budget flags)
+    proxy = markov_agents.expected_proxy(received, cfg.corruption)  # p times it: what planners optimise
     rewards = {"oracle": oracle, "proxy": proxy}
     curve: list[dict[str, float]] = []
     if cfg.agent.name == "exact_planner":
         policy = markov.greedy_policy(world, proxy)
-    elif cfg.agent.name == "loglinear_pg":  # sampled rollouts; every checkpoint evaluated exactly
-        from sim.markov_agents import loglinear_pg
-
-        policy, curve = loglinear_pg(world, proxy, oracle, ref, cfg.agent, np.random.default_rng(streams["agent"]))
+    elif cfg.agent.name in ("loglinear_pg", "linear_q"):  # sampled rollouts; every checkpoint evaluated exactly
+        learner = getattr(markov_agents, cfg.agent.name)
+        agent_rng = np.random.default_rng(streams["agent"])
+        policy, curve = learner(world, received, oracle, ref, cfg.agent, agent_rng, cfg.corruption)
     else:
         policy = markov.soft_policy(world, proxy, ref, cfg.agent.beta)
         if cfg.agent.path:  # the optimisation-pressure path, exactly

@@ -46,7 +46,7 @@ def sample_sequences(
     prompts: np.ndarray | None = None,
 ) -> SampledSequences:
     """``n`` sequences of ``policy`` (Markov callable), stepped together; prompts uniform unless given."""
-    P, V, H = world.n_prompts, world.vocab_size, world.horizon
+    P, H = world.n_prompts, world.horizon
     p = rng.integers(0, P, n) if prompts is None else np.asarray(prompts)
     y = np.full(n, world.bos)
     tokens = np.full((n, H), -1, dtype=np.int64)
@@ -54,10 +54,7 @@ def sample_sequences(
     cont = world.continuing()
     length = np.zeros(n, dtype=np.int64)
     for t in range(H):
-        pi = policy(t)
-        rows = pi[p, y if pi.shape[1] > 1 else 0]
-        cum = np.cumsum(rows, axis=1)
-        a = np.minimum((rng.random(n)[:, None] * cum[:, -1:] >= cum).sum(axis=1), V - 1)
+        a = markov.sample_tokens(policy(t), p, y, rng)
         tokens[alive, t] = a[alive]
         length += alive
         alive &= cont[a] & (t < H - 1)
