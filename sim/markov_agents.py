@@ -53,6 +53,32 @@ def deliver(r: np.ndarray, live: np.ndarray, corruption, rng: np.random.Generato
     return out
 
 
+class ExactCurve:
+    """Log-spaced checkpoints over an episode budget, each evaluated exactly by dynamic programming."""
+
+    def __init__(self, world, oracle, proxy, ref, corruption, steps: int, k: int):
+        self.world, self.ref = world, ref
+        self.rewards = {"oracle": oracle, "proxy": expected_proxy(proxy, corruption)}
+        self.points = np.unique(np.geomspace(1, steps, k).round().astype(int))
+        self.steps, self.next, self.rows = steps, 0, []
+
+    def after(self, episodes: int, policy: markov.Policy) -> None:
+        """Record ``policy`` if ``episodes`` crossed a checkpoint or finished the budget."""
+        due = self.next < self.points.size and episodes >= self.points[self.next]
+        while self.next < self.points.size and episodes >= self.points[self.next]:
+            self.next += 1
+        if due or episodes >= self.steps:
+            ev = markov.evaluate(self.world, policy, self.rewards, self.ref)
+            self.rows.append(
+                {
+                    "step": episodes,
+                    "oracle_return": ev["oracle"],
+                    "proxy_return": ev["proxy"],
+                    "kl_to_reference": ev["kl_to_reference"],
+                }
+            )
+
+
 class LogLinearPolicy:
     """``log pi_t[p, y, a] = log_softmax(log pi_ref + bigram[y, a] + row[t, p, a])``, with theta over templates."""
 
@@ -117,9 +143,8 @@ def loglinear_pg(
     H, V = world.horizon, world.vocab_size
     baseline = np.zeros((world.n_prompts, H, V + 1))
     counts = np.zeros_like(baseline)
-    points = np.unique(np.geomspace(1, cfg.steps, cfg.checkpoints).round().astype(int))
-    curve, nxt, episodes = [], 0, 0
-    rewards = {"oracle": oracle, "proxy": expected_proxy(proxy, corruption)}
+    curve = ExactCurve(world, oracle, proxy, ref, corruption, cfg.steps, cfg.checkpoints)
+    episodes = 0
     while episodes < cfg.steps:
         seqs = sample_sequences(world, pol, cfg.batch, rng)
         n = seqs.n
@@ -150,20 +175,8 @@ def loglinear_pg(
         np.add.at(counts, (P_, T_, Y_), 1.0)
         np.add.at(baseline, (P_, T_, Y_), (G_ - baseline[P_, T_, Y_]) / counts[P_, T_, Y_])
         episodes += n
-        due = nxt < points.size and episodes >= points[nxt]
-        while nxt < points.size and episodes >= points[nxt]:
-            nxt += 1
-        if due or episodes >= cfg.steps:
-            ev = markov.evaluate(world, pol, rewards, ref)
-            curve.append(
-                {
-                    "step": episodes,
-                    "oracle_return": ev["oracle"],
-                    "proxy_return": ev["proxy"],
-                    "kl_to_reference": ev["kl_to_reference"],
-                }
-            )
-    return pol, curve
+        curve.after(episodes, pol)
+    return pol, curve.rows
 
 
 class LinearQFunction:
@@ -224,9 +237,8 @@ def linear_q(
     H, V, P = world.horizon, world.vocab_size, world.n_prompts
     cont = world.continuing()
     K = len(q.templates)
-    points = np.unique(np.geomspace(1, cfg.steps, cfg.checkpoints).round().astype(int))
-    curve, nxt, episodes = [], 0, 0
-    rewards = {"oracle": oracle, "proxy": expected_proxy(proxy, corruption)}
+    curve = ExactCurve(world, oracle, proxy, ref, corruption, cfg.steps, cfg.checkpoints)
+    episodes = 0
     sp = corruption.sparsity if corruption is not None else None
     sigma = corruption.noise.sigma if corruption is not None else 0.0
     while episodes < cfg.steps:
@@ -261,17 +273,5 @@ def linear_q(
             if not alive.any():
                 break
         episodes += B
-        due = nxt < points.size and episodes >= points[nxt]
-        while nxt < points.size and episodes >= points[nxt]:
-            nxt += 1
-        if due or episodes >= cfg.steps:
-            ev = markov.evaluate(world, q.greedy(), rewards, ref)
-            curve.append(
-                {
-                    "step": episodes,
-                    "oracle_return": ev["oracle"],
-                    "proxy_return": ev["proxy"],
-                    "kl_to_reference": ev["kl_to_reference"],
-                }
-            )
-    return q.greedy(), curve
+        curve.after(episodes, q.greedy())
+    return q.greedy(), curve.rows

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import stats
 
 from experiments.catalog.common import axes, mean_ci
-from experiments.catalog.overoptimization import path_means
+from experiments.catalog.overoptimization import assert_overoptimized, path_means
 
 TABLE = "curves"
 CLAIM = (
@@ -50,19 +50,7 @@ def plot(table, ax=None):
 def check(table) -> None:
     groups = _by_n(table)
     fewest = min(groups)
-    m = groups[fewest]["soft_planner"]
-    proxy = m["proxy"].mean(axis=0)
-    rho = stats.spearmanr(np.arange(proxy.size), proxy)[0]
-    assert rho > 0.99, f"N = {fewest}: the mean proxy return is not monotone in pressure (Spearman {rho:.3f})"
-    oracle = m["oracle"]
-    mean = oracle.mean(axis=0)
-    k = int(mean.argmax())
-    assert 0 < k < mean.size - 1, f"N = {fewest}: the mean oracle return peaks at the path's end (index {k})"
-    drop = oracle[:, k] - oracle[:, -1]
-    w = stats.wilcoxon(drop, alternative="greater")
-    assert w.pvalue < 0.01, (
-        f"N = {fewest}: no significant drop after the peak (mean {drop.mean():.3f}, p = {w.pvalue:.3g})"
-    )
+    assert_overoptimized(groups[fewest]["soft_planner"], f"N = {fewest}", test="wilcoxon")
     if len(groups) > 1:  # more labels: a higher peak (each seed's best point on the path)
         most = max(groups)
         few_peak = groups[fewest]["soft_planner"]["oracle"].max(axis=1)
