@@ -18,10 +18,6 @@ class ConfigError(ValueError):
         self.allowed = allowed
         super().__init__(f"{field} = {value!r} is invalid: allowed {allowed}")
 
-    def prefixed(self, prefix: str) -> ConfigError:
-        """The same error with ``prefix.`` put before the field name."""
-        return ConfigError(f"{prefix}.{self.field}", self.value, self.allowed)
-
 
 def check(condition: bool, field: str, value: object, allowed: str) -> None:
     """Raise :class:`ConfigError` unless ``condition`` holds."""

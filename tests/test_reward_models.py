@@ -53,6 +53,21 @@ def test_pl_gradient_matches_finite_differences():
         assert err < 1e-6
 
 
+def test_plackett_luce_objective_is_the_negative_mean_log_likelihood():
+    from sim.reward_models.fit import pl_log_likelihood
+
+    rng = np.random.default_rng(4)
+    X = sparse.csr_matrix(rng.normal(size=(12, 4)))
+    rankings = np.array([rng.permutation(12)[:3] for _ in range(20)])
+    theta = rng.normal(size=4)
+    # with a flat prior the objective is -(1/m) log P(rankings)
+    assert pl_objective(theta, X, rankings, 1e12)[0] * 20 == pytest.approx(-pl_log_likelihood(X @ theta, rankings))
+    # a two-item ranking is a Bradley-Terry comparison
+    R = X @ theta
+    pairs = rankings[:, :2]
+    assert pl_log_likelihood(R, pairs) == pytest.approx(bt_log_likelihood(R, pairs, np.ones(20)))
+
+
 def test_three_pair_log_likelihood_by_hand():
     R = np.array([1.0, 0.0, 2.0])
     pairs = np.array([[0, 1], [2, 0], [1, 2]])
