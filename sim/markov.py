@@ -30,7 +30,8 @@ from sim.features import template_dim  # noqa: F401  (re-exported for callers)
 MARKOV_TEMPLATES = ("unigram", "position", "bigram", "prompt", "length")
 MARKOV_REFERENCES = ("uniform", "bigram", "eos_hazard")
 MARKOV_ORACLES = ("linear", "length", "stutter")
-#: Rows of Q added and reduced at a time: 64 rows x 1000 tokens x 8 bytes = 512 KiB stays in cache (measured best).
+#: Rows of Q added and reduced at a time when unscreened: 64 rows x 1000 tokens x 8 bytes = 512 KiB stays in cache
+#: (measured best).
 BLOCK_BYTES = 512 * 1024
 
 Policy = Callable[[int], np.ndarray]
@@ -201,38 +202,126 @@ def _continuation(world: MarkovWorld, t: int, V_next: np.ndarray | None, p: int,
     return cont
 
 
-def optimal_values(world: MarkovWorld, reward: MarkovReward) -> list[np.ndarray]:
-    """Optimal values ``V_t[p, y]`` for t = 0..H-1 (each (P, Y)), by backward induction in cache-sized blocks.
+class MaxPlus:
+    """Exact ``out[y] = max_a (B[y, a] + v[a])`` for a fixed ``B`` and many vectors ``v``, mostly without reading B.
 
-    Only reachable rows are computed: ``BOS`` at t = 0, the non-EOS tokens after (the other rows are left NaN).
+    The optimal-value recursion is this max-plus product once per position. Done plainly it reads all of ``B`` per
+    call (an add and a max over ``n x V`` entries). A screen computes the max exactly over a small candidate set and
+    proves that nothing outside it can beat it:
+
+    * ``T_y``: the entries of row ``y`` above a threshold ``thr_y = max_a B[y, a] - delta`` (found once; ``delta``
+      is chosen so that about ``k`` entries per row pass);
+    * ``S``: the ``m`` columns with the largest ``v[a]`` (found per call, O(V)).
+
+    Every other column has ``B[y, a] <= thr_y`` and ``v[a] <= v_m`` (the largest ``v`` outside S), so, because
+    rounding is monotone, ``fl(B[y, a] + v[a]) <= fl(thr_y + v_m)``. Rows whose candidate max reaches that bound
+    are exact, bit for bit the plain result; the others (and every row when the screen cannot help: non-finite
+    entries, constant rows, too many candidates) are computed plainly in cache-sized blocks.
+
+    Args:
+        B: (n, V) float64.
+        k: the target number of row candidates; m: the number of column candidates (both at most ``V / 4``).
+    """
+
+    #: A transposed copy makes the per-call column gather contiguous; above this size it is gathered in place.
+    TRANSPOSE_BYTES = 64 * 1024**2
+
+    def __init__(self, B: np.ndarray, k: int = 16, m: int = 64) -> None:
+        self.B = B
+        n, V = B.shape
+        self.m = min(m, max(1, V // 4))
+        self.block = max(1, BLOCK_BYTES // (8 * V))
+        self.screen = V >= 4
+        if self.screen:
+            self._build(min(k, max(1, V // 4)))
+
+    def _build(self, k: int) -> None:
+        B = self.B
+        n, V = B.shape
+        rmax = B.max(axis=1)
+        sample = np.linspace(0, n - 1, min(n, 16)).astype(int)
+        kth = np.partition(B[sample], V - k, axis=1)[:, V - k]
+        delta = float(np.median(rmax[sample] - kth))
+        if not (np.isfinite(rmax).all() and np.isfinite(delta) and delta > 0):
+            self.screen = False
+            return
+        thr = rmax - delta
+        mask = B > thr[:, None]
+        if np.count_nonzero(mask) > 4 * k * n:
+            self.screen = False
+            return
+        flat = np.flatnonzero(mask)
+        rows = flat // V
+        self.tval = B.ravel()[flat]
+        self.tcol = flat - rows * V
+        starts = np.searchsorted(rows, np.arange(n))
+        # A row whose threshold rounded to its max has no candidates: it is always computed plainly.
+        self.empty = np.diff(np.append(starts, flat.size)) == 0
+        self.starts = np.minimum(starts, flat.size - 1)
+        self.thr = thr
+        self.BT = np.ascontiguousarray(B.T) if B.nbytes <= self.TRANSPOSE_BYTES else None
+
+    def plain(self, v: np.ndarray, out: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """The unscreened product (over ``rows`` only, if given), in blocks of rows that stay in cache."""
+        B = self.B if rows is None else self.B[rows]
+        buf = np.empty((min(self.block, B.shape[0]), B.shape[1]))
+        res = out if rows is None else np.empty(B.shape[0])
+        for lo in range(0, B.shape[0], self.block):
+            hi = min(lo + self.block, B.shape[0])
+            np.add(B[lo:hi], v, out=buf[: hi - lo])
+            np.max(buf[: hi - lo], axis=1, out=res[lo:hi])
+        if rows is not None:
+            out[rows] = res
+
+    def __call__(self, v: np.ndarray, out: np.ndarray) -> int:
+        """Write the product into ``out`` (n,); returns the number of rows computed plainly."""
+        n, V = self.B.shape
+        if not self.screen or not np.isfinite(v).all():
+            self.plain(v, out)
+            return n
+        order = np.argpartition(v, V - self.m - 1)
+        S = order[V - self.m :]
+        v_rest = v[order[V - self.m - 1]]
+        if self.BT is not None:
+            best = (self.BT[S] + v[S, None]).max(axis=0)
+        else:
+            best = (np.take(self.B, S, axis=1) + v[S]).max(axis=1)
+        np.maximum(best, np.maximum.reduceat(self.tval + v[self.tcol], self.starts), out=best)
+        exact = (best >= self.thr + v_rest) & ~self.empty
+        out[exact] = best[exact]
+        rest = np.flatnonzero(~exact)
+        if rest.size:
+            self.plain(v, out, rest)
+        return int(rest.size)
+
+
+def optimal_values(world: MarkovWorld, reward: MarkovReward) -> list[np.ndarray]:
+    """Optimal values ``V_t[p, y]`` for t = 0..H-1 (each (P, Y)), by backward induction.
+
+    With a bigram term each step is a max-plus product with the fixed ``bigram`` matrix, screened by
+    :class:`MaxPlus` so that most rows never read it (exact, bit for bit the plain product). Only reachable rows
+    are computed: ``BOS`` at t = 0, the non-EOS tokens after (the other rows are left NaN).
     """
     P, V, H = world.n_prompts, world.vocab_size, world.horizon
     Y = _n_rows(world, reward, None)
-    block = max(1, BLOCK_BYTES // (8 * V))
-    buf = np.empty((block, V))
     cont = world.continuing()
+    lo = world.first_token
+    product = MaxPlus(reward.bigram[lo:V]) if reward.bigram is not None and H > 1 else None
     vec = np.empty(V)
     values: list[np.ndarray] = [np.empty(0)] * H
     V_next = None
     for t in reversed(range(H)):
         Vt = np.full((P, Y), np.nan)
-        if Y == 1:
-            rows = [(0, 1)]
-        elif t == 0:
-            rows = [(world.bos, world.bos + 1)]
-        else:
-            rows = [(lo, min(lo + block, V)) for lo in range(world.first_token, V, block)]
         for p in range(P):
             np.copyto(vec, reward.row[t, p])
             if V_next is not None:
                 vec[cont] += V_next[p, :V][cont] if Y > 1 else V_next[p, 0]
             if reward.bigram is None:
                 Vt[p, 0] = vec.max()
-                continue
-            for lo, hi in rows:
-                out = buf[: hi - lo]
-                np.add(reward.bigram[lo:hi], vec, out=out)
-                np.max(out, axis=1, out=Vt[p, lo:hi])
+            elif t == 0:
+                Vt[p, world.bos] = np.max(reward.bigram[world.bos] + vec)
+            else:
+                product(vec, Vt[p, lo:V])
         values[t] = V_next = Vt
     return values
 

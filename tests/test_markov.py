@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sim import markov
 from sim.errors import ConfigError
@@ -97,6 +99,66 @@ def test_monte_carlo_interval_contains_the_exact_value():
     m, lo, hi = markov.mc_estimate(samples, 0.99)
     assert lo <= exact <= hi
     assert hi - lo < 0.1 * (1 + abs(exact))  # the interval is informative, not vacuous
+
+
+def _plain_max_plus(B, v):
+    return (B + v).max(axis=1)
+
+
+KINDS = ["normal", "ties", "stutter", "constant_rows", "minus_inf", "nan_entry", "inf_vector"]
+
+
+@given(
+    kind=st.sampled_from(KINDS),
+    n=st.integers(1, 40),
+    V=st.integers(2, 60),
+    k=st.integers(1, 8),
+    m=st.integers(1, 8),
+    scale=st.sampled_from([0.01, 1.0, 100.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_screened_max_plus_is_bit_identical_to_the_plain_product(kind, n, V, k, m, scale, seed):
+    rng = np.random.default_rng(seed)
+    B = rng.normal(size=(n, V))
+    v = scale * rng.normal(size=V)
+    if kind == "ties":
+        B, v = np.round(B), np.round(v)
+    elif kind == "stutter":
+        B = np.zeros((n, V))
+        B[np.arange(n), np.arange(n) % V] = rng.choice([-3.0, 3.0])
+    elif kind == "constant_rows":
+        B = np.repeat(rng.normal(size=(n, 1)), V, axis=1)
+    elif kind == "minus_inf":
+        B[rng.random((n, V)) < 0.3] = -np.inf
+    elif kind == "nan_entry":
+        B[rng.integers(n), rng.integers(V)] = np.nan
+    elif kind == "inf_vector":
+        v[rng.integers(V)] = rng.choice([-np.inf, np.inf])
+    product = markov.MaxPlus(B, k=k, m=m)
+    for shift in (0.0, 1.0, -50.0):  # several vectors through one screen, as in the recursion
+        out = np.empty(n)
+        product(v + shift, out)
+        np.testing.assert_array_equal(out, _plain_max_plus(B, v + shift))
+
+
+def test_the_screen_skips_almost_every_row_of_a_dense_bigram():
+    """On the markov_dp benchmark world (V = 1000, H = 32) under 2% of row products read all of B (1.3% measured)."""
+    mw = markov.MarkovWorld(1, 1000, 32)
+    reward = markov.make_markov_oracle(mw, "linear", 0, templates=("unigram", "position", "bigram", "length"))
+    values = markov.optimal_values(mw, reward)
+    product = markov.MaxPlus(reward.bigram[1:1000])
+    assert product.screen
+    plain_rows = 0
+    cont = mw.continuing()
+    for t in range(1, mw.horizon):
+        vec = reward.row[t, 0].copy()
+        if t + 1 < mw.horizon:
+            vec[cont] += values[t + 1][0, :1000][cont]
+        out = np.empty(999)
+        plain_rows += product(vec, out)
+        np.testing.assert_array_equal(out, values[t][0, 1:1000])
+        np.testing.assert_array_equal(out, _plain_max_plus(reward.bigram[1:1000], vec))
+    assert plain_rows < 0.02 * 999 * (mw.horizon - 1)
 
 
 def test_large_world_runs_without_enumeration():
