@@ -32,7 +32,7 @@ AGENTS = (
 KL_AGENTS = ("soft_planner", "policy_gradient", "loglinear_pg", "dpo")
 PIPELINES = ("direct", "rlhf")
 FEEDBACK_KINDS = ("preferences", "ratings", "rankings")
-SAMPLERS = ("reference", "uniform", "policy")
+SAMPLERS = ("reference", "uniform", "policy", "expert")
 REWARD_MODELS = ("tabular", "linear")
 SCALES = ("paper", "sanity")
 
@@ -155,7 +155,12 @@ class FeedbackConfig:
     annotator_spread: float = 0.0
     """Angle (radians) between each annotator's linear weights and the oracle's."""
     sampler: str = "reference"
-    """Who writes the compared sequences: reference (pi_ref), uniform, or policy (iterated RLHF)."""
+    """Who writes the compared sequences: reference (pi_ref), uniform, policy (iterated RLHF), or expert (a mixture
+    of pi_ref and a near-optimal policy: data that cover the optimal outputs)."""
+    expert_mix: float = 0.5
+    """With sampler=expert: the fraction of sequences written by the expert (the rest by pi_ref)."""
+    expert_beta: float = 0.1
+    """With sampler=expert: the expert is the oracle's soft optimum at this beta (in return sds under pi_ref)."""
     rounds: int = 1
     """Rounds of iterated RLHF with sampler=policy: round 0 from pi_ref, later ones from the agent."""
     prompt_coverage: float = 1.0
@@ -194,6 +199,8 @@ class FeedbackConfig:
         check(0 < self.prompt_coverage <= 1, "feedback.prompt_coverage", self.prompt_coverage, "in (0, 1]")
         check(self.n_eval >= 1, "feedback.n_eval", self.n_eval, "an integer >= 1")
         check(self.shift_beta > 0, "feedback.shift_beta", self.shift_beta, "> 0")
+        check(0 <= self.expert_mix <= 1, "feedback.expert_mix", self.expert_mix, "in [0, 1]")
+        check(self.expert_beta > 0, "feedback.expert_beta", self.expert_beta, "> 0")
 
 
 @dataclass

@@ -4,6 +4,7 @@
    pipeline if one is configured (e.g. ``corruption.misspec.length_bias`` = annotators who like long answers).
 2. ``feedback.n`` labels on sequences from the sampler over the covered prompts (``feedback.prompt_coverage``).
 3. A reward model is fitted by MAP; its table is the proxy reward the agent optimises.
+   ``feedback.sampler = expert`` mixes pi_ref with a near-optimal policy (data that cover the optimum).
 4. With ``feedback.sampler = policy`` this repeats for ``feedback.rounds`` rounds (iterated RLHF): round 0
    samples from pi_ref, each later round from the agent's current policy, refitting on all data so far.
 5. The reward model is scored on held-out pairs from the training distribution and from a shifted one (the
@@ -20,7 +21,7 @@ from sim.agents import AgentContext, AgentResult, run_agent
 from sim.config import Config
 from sim.corruption import identity_channel
 from sim.feedback import Sequences, SequenceSampler, collect, covered_prompts, make_teacher, preference_accuracy
-from sim.feedback.datasets import FeedbackData, evaluation_pairs, sampling_probs
+from sim.feedback.datasets import FeedbackData, evaluation_pairs, expert_policy, sampling_probs
 from sim.metrics import per_prompt_gap, reward_distance
 from sim.reward_models import RewardModel, fit_reward_model
 from sim.solvers import soft_optimal
@@ -50,7 +51,11 @@ def run_rlhf(
     data_ss, eval_ss = feedback_seed.spawn(2)
     rng = np.random.default_rng(data_ss)
     seqs = Sequences.of(mdp)
-    probs0 = sampling_probs(seqs, "reference" if fb.sampler == "policy" else fb.sampler, ref)
+    if fb.sampler == "expert":
+        expert = expert_policy(seqs, world.oracle.reward, ref, fb.expert_beta)
+        probs0 = sampling_probs(seqs, "expert", ref, expert, fb.expert_mix)
+    else:
+        probs0 = sampling_probs(seqs, "reference" if fb.sampler == "policy" else fb.sampler, ref)
     covered = covered_prompts(mdp.n_prompts, fb.prompt_coverage, rng)
     teacher = make_teacher(
         seqs,

@@ -100,6 +100,11 @@ def _break_tabular_vs_linear(t):
     return t.assign(**{"agent.name": t["agent.name"].map(swap)})
 
 
+def _break_pessimism(t):
+    k = t["reward_model.pessimism"].astype(float)
+    return t.assign(normalized_gap=t["normalized_gap"] + 0.1 * k)  # pessimism now costs gap everywhere
+
+
 BREAK = {name: globals()[f"_break_{name}"] for name in catalog.NAMES}
 
 

@@ -10,7 +10,7 @@ from scipy.special import expit
 from sim.config import FeedbackConfig
 from sim.errors import ConfigError
 from sim.feedback import Sequences, SequenceSampler, collect, covered_prompts, make_teacher, preference_accuracy
-from sim.feedback.datasets import sampling_probs
+from sim.feedback.datasets import expert_policy, sampling_probs
 from sim.mdp import TextMDP
 from sim.metrics import reward_distance
 from sim.oracle import make_oracle
@@ -181,6 +181,25 @@ def test_uniform_sampler_and_coverage(world):
     assert data.n == 500 and np.all(seqs.prompt[data.items] == 1)
 
 
+def test_expert_sampler_mixes_pi_ref_with_a_near_optimal_policy(world):
+    m, o, ref, seqs = world
+    expert = expert_policy(seqs, o.reward, ref, 0.1)
+    true = seqs.returns(o.reward)
+    ref_probs = seqs.probs(ref)
+    np.testing.assert_array_equal(sampling_probs(seqs, "expert", ref, expert, mix=0.0), ref_probs)
+    np.testing.assert_allclose(sampling_probs(seqs, "expert", ref, expert, mix=1.0), seqs.probs(expert), atol=1e-15)
+    half = sampling_probs(seqs, "expert", ref, expert, mix=0.5)
+    assert half.sum() == pytest.approx(1.0)
+    # the expert is the oracle's soft optimum at 0.1 return sds: near the best output of each prompt
+    best = np.array([true[seqs.prompt == x].max() for x in range(m.n_prompts)]).mean()
+    reference = ref_probs @ true
+    expert_return = seqs.probs(expert) @ true
+    assert (best - expert_return) < 0.02 * (best - reference)  # 0.002 measured
+    assert half @ true == pytest.approx((reference + expert_return) / 2)
+    with pytest.raises(ValueError, match="needs a policy"):
+        sampling_probs(seqs, "expert", ref)
+
+
 def test_preference_accuracy_by_hand():
     true = np.array([0.0, 1.0, 2.0, 2.0])
     pred = np.array([0.0, -1.0, 5.0, 5.0])
@@ -221,6 +240,8 @@ def test_reward_distance_properties():
         (dict(k=1), "feedback.k"),
         (dict(rounds=2), "feedback.rounds"),
         (dict(sampler="crowd"), "feedback.sampler"),
+        (dict(expert_mix=1.5), "feedback.expert_mix"),
+        (dict(expert_beta=0.0), "feedback.expert_beta"),
     ],
 )
 def test_bad_feedback_config_names_the_key(kwargs, key):

@@ -22,6 +22,7 @@ NAMES = (
     "rlhf_vs_rlfree",
     "tabular_vs_linear",
     "scale_overoptimization",
+    "pessimism",
 )
 
 

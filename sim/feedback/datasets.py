@@ -1,7 +1,8 @@
 """Feedback datasets: who writes the compared sequences, which prompts are covered, how many labels.
 
 Sequences come from a *sampler* distribution over complete sequences: ``reference`` (pi_ref), ``uniform``
-(every complete sequence of a prompt equally likely) or a given ``policy`` (iterated RLHF). Only a fraction
+(every complete sequence of a prompt equally likely), a given ``policy`` (iterated RLHF) or ``expert`` (a mixture of
+pi_ref and a near-optimal policy). Only a fraction
 ``kappa`` of prompts (chosen at random) appears in the data; the held-out *in-distribution* set comes from
 the same sampler and prompts, the *shifted* set from the oracle's soft optimum over all prompts: where
 the data never went, the reward model must generalise, and may not.
@@ -17,6 +18,7 @@ import numpy as np
 from sim.errors import ConfigError
 from sim.feedback.sequences import Sequences, SequenceSampler
 from sim.feedback.teachers import Teacher
+from sim.solvers import soft_optimal
 
 
 @dataclass(eq=False)
@@ -50,19 +52,38 @@ class FeedbackData:
 
 
 def sampling_probs(
-    seqs: Sequences, sampler: str, ref_policy: np.ndarray, policy: np.ndarray | None = None
+    seqs: Sequences, sampler: str, ref_policy: np.ndarray, policy: np.ndarray | None = None, mix: float = 0.5
 ) -> np.ndarray:
-    """Joint probabilities (n_seq,) of the sampler (uniform prompts)."""
+    """Joint probabilities (n_seq,) of the sampler (uniform prompts).
+
+    ``policy`` is the agent's policy for ``sampler='policy'`` and the expert's for ``sampler='expert'``, which
+    draws a fraction ``mix`` of the sequences from it and the rest from pi_ref.
+    """
     if sampler == "reference":
         return seqs.probs(ref_policy)
     if sampler == "uniform":
         per_prompt = np.bincount(seqs.prompt, minlength=seqs.mdp.n_prompts)
         return seqs.mdp.initial_dist[seqs.prompt] / per_prompt[seqs.prompt]
-    if sampler == "policy":
+    if sampler in ("policy", "expert"):
         if policy is None:
-            raise ValueError("sampler='policy' needs a policy table")
-        return seqs.probs(policy)
-    raise ConfigError("feedback.sampler", sampler, "one of ['reference', 'uniform', 'policy']")
+            raise ValueError(f"sampler={sampler!r} needs a policy table")
+        if sampler == "policy":
+            return seqs.probs(policy)
+        return (1 - mix) * seqs.probs(ref_policy) + mix * seqs.probs(policy)
+    raise ConfigError("feedback.sampler", sampler, "one of ['reference', 'uniform', 'policy', 'expert']")
+
+
+def expert_policy(seqs: Sequences, oracle_reward: np.ndarray, ref_policy: np.ndarray, beta: float) -> np.ndarray:
+    """The expert of ``sampler='expert'``: the oracle's soft optimum at ``beta`` return sds (under pi_ref).
+
+    A stand-in for a good supervised model: it writes near-optimal outputs, so data mixed from it and pi_ref cover
+    the optimal policy (the coverage condition under which a pessimistic reward model provably helps).
+    """
+    returns = seqs.returns(oracle_reward)
+    w = seqs.probs(ref_policy)
+    mean = float(w @ returns)
+    sd = float(np.sqrt(max(w @ (returns - mean) ** 2, 0.0))) or 1.0
+    return soft_optimal(seqs.mdp, oracle_reward, ref_policy, beta * sd)[2]
 
 
 def covered_prompts(n_prompts: int, kappa: float, rng: np.random.Generator) -> np.ndarray:
