@@ -28,8 +28,10 @@ AGENTS = (
     "loglinear_pg",
     "best_of_n",
     "dpo",
+    "ipo",
 )
-KL_AGENTS = ("soft_planner", "policy_gradient", "loglinear_pg", "dpo")
+KL_AGENTS = ("soft_planner", "policy_gradient", "loglinear_pg", "dpo", "ipo")
+PREFERENCE_AGENTS = ("dpo", "ipo")
 PIPELINES = ("direct", "rlhf")
 FEEDBACK_KINDS = ("preferences", "ratings", "rankings")
 SAMPLERS = ("reference", "uniform", "policy", "expert")
@@ -243,13 +245,13 @@ class AgentConfig:
     """The optimiser of the proxy reward (see ``sim/agents``)."""
 
     name: str = "soft_planner"
-    """exact_planner, soft_planner, q_learning, policy_gradient, linear_q, lspi, loglinear_pg, best_of_n, dpo."""
+    """exact_planner, soft_planner, q_learning, policy_gradient, linear_q, lspi, loglinear_pg, best_of_n, dpo, ipo."""
     beta: float = 0.1
-    """KL coefficient of soft_planner, policy_gradient, loglinear_pg and dpo (> 0)."""
+    """KL coefficient of soft_planner, policy_gradient, loglinear_pg, dpo and ipo (> 0)."""
     n: int = 4
     """Samples of best_of_n (>= 1)."""
     steps: int = 2000
-    """Budget: episodes for sampling agents, gradient steps for exact-gradient ones, iterations for dpo."""
+    """Budget: episodes for sampling agents, gradient steps for exact-gradient ones, iterations for dpo and ipo."""
     lr: float = 0.5
     """Step size (the initial one when lr_decay > 0)."""
     lr_decay: float = 0.6
@@ -269,11 +271,11 @@ class AgentConfig:
     templates: list[str] = field(default_factory=lambda: ["position", "bigram"])
     """Feature templates of the linear agents."""
     policy: str = "tabular"
-    """dpo's policy class: tabular (a logit per state and token) or loglinear (pi_ref times exp(theta . phi))."""
+    """dpo's and ipo's policy class: tabular (a logit per state and token) or loglinear (pi_ref exp(theta . phi))."""
     checkpoints: int = 20
     """Points on the log-spaced learning curve (curve.csv)."""
     path: bool = False
-    """soft_planner, dpo, best_of_n: record the optimisation-pressure path in the curve: beta log-spaced from
+    """soft_planner, dpo, ipo, best_of_n: record the optimisation-pressure path in the curve: beta log-spaced from
     path_max_beta down to agent.beta, or n from 1 up to agent.n (``checkpoints`` points). Learning agents' curves
     are their training checkpoints already."""
     path_max_beta: float = 100.0
@@ -334,12 +336,13 @@ class Config:
         check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         check(self.pipeline in PIPELINES, "pipeline", self.pipeline, f"one of {list(PIPELINES)}")
         check(self.scale in SCALES, "scale", self.scale, f"one of {list(SCALES)}")
-        if self.agent.name == "dpo":
+        if self.agent.name in PREFERENCE_AGENTS:
             check(
                 self.pipeline == "rlhf" and self.feedback.kind == "preferences",
                 "agent.name",
                 self.agent.name,
-                "dpo only with pipeline=rlhf and feedback.kind=preferences (it learns from preference data)",
+                f"{self.agent.name} only with pipeline=rlhf and feedback.kind=preferences (it learns from preference "
+                "data)",
             )
         if self.env.compressed:
             self._check_compressed()

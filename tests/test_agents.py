@@ -6,11 +6,12 @@ import itertools
 
 import numpy as np
 import pytest
+from scipy.optimize import check_grad
 from scipy.special import expit
 
 from sim.agents import AgentContext, run_agent
-from sim.agents.rl_free import best_of_n_distribution, best_of_n_kl_bound
-from sim.config import AGENTS, AgentConfig, Config, EnvConfig, FeedbackConfig, OracleConfig
+from sim.agents.rl_free import _DPO, best_of_n_distribution, best_of_n_kl_bound
+from sim.config import AGENTS, PREFERENCE_AGENTS, AgentConfig, Config, EnvConfig, FeedbackConfig, OracleConfig
 from sim.corruption import CorruptionConfig, SparsityConfig
 from sim.errors import ConfigError
 from sim.experiment import run
@@ -32,7 +33,7 @@ def _normalized_gap(m):
     return m["normalized_gap"]
 
 
-@pytest.mark.parametrize("name", [a for a in AGENTS if a != "dpo"])
+@pytest.mark.parametrize("name", [a for a in AGENTS if a not in PREFERENCE_AGENTS])
 def test_every_agent_returns_a_policy_and_a_curve_when_learning(name):
     ctx = _ctx()
     res = run_agent(ctx, AgentConfig(name=name, steps=300, batch=64, checkpoints=5))
@@ -102,6 +103,59 @@ def test_dpo_with_deterministic_labels_leaves_the_reference_far_behind():
     ]
     assert kls[1] > 0.5 * kls[0]  # a 10x larger beta does not pull dpo back to pi_ref
     assert soft[1] < 0.5 * soft[0]  # it does for the KL-regularised optimum of the reward model
+
+
+def _one_pair_per_prompt(ctx):
+    """Prompt 0: one pair, label 1. Prompt 1: one pair labelled 1 and 1/2 (mean label 3/4)."""
+    seqs = Sequences.of(ctx.mdp)
+    a, b = np.flatnonzero(seqs.prompt == 0)[[1, 5]]
+    c, d = np.flatnonzero(seqs.prompt == 1)[[2, 7]]
+    pairs = np.array([[a, b], [c, d], [c, d]])
+    return seqs, FeedbackData("preferences", pairs, np.array([1.0, 1.0, 0.5]), np.arange(2))
+
+
+@pytest.mark.parametrize("policy", ["tabular", "loglinear"])
+@pytest.mark.parametrize("loss", PREFERENCE_AGENTS)
+def test_preference_objective_gradients_match_finite_differences(loss, policy):
+    ctx = _ctx()
+    _, ctx.feedback = _one_pair_per_prompt(ctx)
+    problem = _DPO(ctx, AgentConfig(name=loss, beta=0.3, policy=policy), loss)
+    x = problem.start() + 0.3 * np.random.default_rng(0).normal(size=problem.dim)
+    err = check_grad(lambda t: problem.objective(t)[0], lambda t: problem.objective(t)[1], x)
+    assert err < 1e-6 * max(1.0, np.linalg.norm(problem.objective(x)[1]))
+
+
+def _log_ratio(ctx, seqs, policy, i):
+    return np.log(seqs.probs(policy)[i]) - np.log(seqs.probs(ctx.ref_policy)[i])
+
+
+def test_ipo_fits_each_pair_to_its_finite_target_and_dpo_does_not():
+    """IPO's optimum: h = (2 ybar - 1) / (2 beta) per pair; DPO pushes a deterministic pair's h without bound."""
+    ctx = _ctx()
+    seqs, ctx.feedback = _one_pair_per_prompt(ctx)
+    (a, b), (c, d) = ctx.feedback.items[0], ctx.feedback.items[1]
+    for beta in (0.25, 1.0):
+        pi = run_agent(ctx, AgentConfig(name="ipo", beta=beta, steps=2000)).policy
+        h0 = _log_ratio(ctx, seqs, pi, a) - _log_ratio(ctx, seqs, pi, b)
+        h1 = _log_ratio(ctx, seqs, pi, c) - _log_ratio(ctx, seqs, pi, d)
+        assert h0 == pytest.approx(1 / (2 * beta), abs=1e-5)
+        assert h1 == pytest.approx(0.5 / (2 * beta), abs=1e-5)
+        pi = run_agent(ctx, AgentConfig(name="dpo", beta=beta, steps=2000)).policy
+        h0 = _log_ratio(ctx, seqs, pi, a) - _log_ratio(ctx, seqs, pi, b)
+        assert h0 > 10 / beta  # the deterministic pair: far beyond any finite target
+        # the mixed pair (mean label 3/4) has the finite DPO optimum h = logit(3/4) / beta
+        h1 = _log_ratio(ctx, seqs, pi, c) - _log_ratio(ctx, seqs, pi, d)
+        assert h1 == pytest.approx(np.log(3) / beta, abs=1e-3)
+
+
+def test_ipo_with_deterministic_labels_stays_near_the_reference():
+    """Where a 10x larger beta barely moves DPO (the test above), it pulls IPO back towards pi_ref."""
+    cfg = Config(pipeline="rlhf", env=TINY, feedback=FeedbackConfig(n=500, rationality=float("inf")))
+    kls = [
+        run(Config(**{**cfg.__dict__, "agent": AgentConfig(name="ipo", beta=b, steps=500)})).metrics["kl_to_reference"]
+        for b in (0.5, 5.0)
+    ]
+    assert kls[1] < 0.1 * kls[0]
 
 
 def test_best_of_n_matches_brute_force_and_its_bound():
@@ -219,13 +273,14 @@ def test_bad_agent_config_names_the_key(kwargs, key):
     assert e.value.field == key
 
 
-def test_dpo_needs_preference_data():
+@pytest.mark.parametrize("name", PREFERENCE_AGENTS)
+def test_preference_agents_need_preference_data(name):
     with pytest.raises(ConfigError, match="agent.name"):
-        Config(agent=AgentConfig(name="dpo"))  # direct pipeline: no preferences
+        Config(agent=AgentConfig(name=name))  # direct pipeline: no preferences
     with pytest.raises(ConfigError, match="agent.name"):
-        Config(pipeline="rlhf", feedback=FeedbackConfig(kind="ratings"), agent=AgentConfig(name="dpo"))
-    with pytest.raises(ConfigError, match="dpo"):
-        run_agent(_ctx(), AgentConfig(name="dpo"))  # called directly without data
+        Config(pipeline="rlhf", feedback=FeedbackConfig(kind="ratings"), agent=AgentConfig(name=name))
+    with pytest.raises(ConfigError, match=name):
+        run_agent(_ctx(), AgentConfig(name=name))  # called directly without data
 
 
 def test_learning_curves_are_log_spaced_and_end_at_the_budget():

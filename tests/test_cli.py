@@ -268,7 +268,7 @@ def _options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group", ["env", "oracle", "corruption", "feedback", "reward_model", "agent"])
 def test_every_group_option_composes_and_validates(group):
-    needs = {("agent", "dpo"): ["pipeline=rlhf"]}  # dpo learns from preference data
+    needs = {("agent", "dpo"): ["pipeline=rlhf"], ("agent", "ipo"): ["pipeline=rlhf"]}  # they learn from preferences
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for option in _options(group):
             extra = needs.get((group, option), [])
@@ -276,7 +276,7 @@ def test_every_group_option_composes_and_validates(group):
             obj = OmegaConf.to_object(cfg)
             assert isinstance(obj, Config)
             if extra:  # and without them it is refused
-                with pytest.raises(Exception, match="dpo"):
+                with pytest.raises(Exception, match=option):
                     OmegaConf.to_object(compose(config_name="config", overrides=[f"{group}={option}"]))
 
 

@@ -105,6 +105,11 @@ def _break_pessimism(t):
     return t.assign(normalized_gap=t["normalized_gap"] + 0.1 * k)  # pessimism now costs gap everywhere
 
 
+def _break_deterministic_preferences(t):
+    dpo = (t["agent.name"] if "agent.name" in t.columns else t["agent"]) == "dpo"
+    return t.assign(kl_to_reference=t["kl_to_reference"].where(~dpo, t["kl_to_reference"] * t["beta"] ** -2))
+
+
 BREAK = {name: globals()[f"_break_{name}"] for name in catalog.NAMES}
 
 

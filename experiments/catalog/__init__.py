@@ -23,6 +23,7 @@ NAMES = (
     "tabular_vs_linear",
     "scale_overoptimization",
     "pessimism",
+    "deterministic_preferences",
 )
 
 

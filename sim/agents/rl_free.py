@@ -1,4 +1,4 @@
-"""RL-free optimisers: best-of-n sampling and direct preference optimisation (DPO).
+"""RL-free optimisers: best-of-n sampling, direct preference optimisation (DPO) and IPO.
 
 ``best_of_n``: draw ``n`` responses from pi_ref for the prompt and keep the one the proxy scores highest. Its
 sequence distribution is exact over the enumerated sequences: with ``F`` the reference CDF of proxy returns
@@ -12,6 +12,10 @@ exactly; ``kl_bound = log n - (n - 1)/n`` (Beirami et al. 2024) is reported besi
 at most ``agent.steps`` iterations. With labels equal to the Bradley-Terry probabilities of a reward ``R`` on
 all pairs, its optimum is the soft optimum ``pi ∝ pi_ref exp(R / beta)``; with deterministic labels the
 dispreferred responses are driven towards probability 0 whatever beta (Azar et al. 2023).
+
+``ipo`` (Azar et al. 2023) regresses the same log-ratio difference ``h = log pi/pi_ref (y_1) - log pi/pi_ref (y_2)``
+onto a finite target instead: minimise ``mean[y (h - 1/(2 beta))^2 + (1 - y) (h + 1/(2 beta))^2]``. Its optimum
+keeps ``|h| <= 1/(2 beta)`` however deterministic the labels, so beta keeps the policy near pi_ref.
 """
 
 from __future__ import annotations
@@ -81,15 +85,15 @@ def best_of_n(ctx: AgentContext, cfg) -> AgentResult:
 
 
 class _DPO:
-    """The DPO objective over a tabular or log-linear policy."""
+    """The DPO (or, with ``loss='ipo'``, the IPO) objective over a tabular or log-linear policy."""
 
-    def __init__(self, ctx: AgentContext, cfg):
+    def __init__(self, ctx: AgentContext, cfg, loss: str = "dpo"):
         data = ctx.feedback
         if data is None or data.kind != "preferences" or data.n == 0:
             raise ConfigError(
-                "agent.name", "dpo", "pipeline=rlhf with feedback.kind=preferences (dpo needs preferences)"
+                "agent.name", loss, f"pipeline=rlhf with feedback.kind=preferences ({loss} needs preferences)"
             )
-        self.mdp, self.beta = ctx.mdp, cfg.beta
+        self.mdp, self.beta, self.loss = ctx.mdp, cfg.beta, loss
         with np.errstate(divide="ignore"):
             self.log_ref = np.log(ctx.ref_policy)
         seqs = Sequences.of(self.mdp)
@@ -113,10 +117,17 @@ class _DPO:
         pi = np.exp(log_pi)
         logratio = log_pi - self.log_ref
         seq_lr = np.where(self.pm, logratio[self.ps, self.pa], 0.0).sum(axis=1)  # log pi/pi_ref of each sequence
-        u = self.beta * (seq_lr[self.local[:, 0]] - seq_lr[self.local[:, 1]])
-        m = u.size
-        loss = -(self.y @ log_expit(u) + (1 - self.y) @ log_expit(-u)) / m
-        du = (expit(u) - self.y) * self.beta / m  # d loss / d u
+        h = seq_lr[self.local[:, 0]] - seq_lr[self.local[:, 1]]
+        m = h.size
+        if self.loss == "ipo":  # y (h - c)^2 + (1 - y) (h + c)^2 = (h - (2y - 1) c)^2 + const, c = 1/(2 beta)
+            c = 1.0 / (2.0 * self.beta)
+            resid = h - (2.0 * self.y - 1.0) * c
+            loss = (resid @ resid + (1.0 - (2.0 * self.y - 1.0) ** 2) @ np.full(m, c * c)) / m
+            du = 2.0 * resid / m  # d loss / d h
+        else:
+            u = self.beta * h
+            loss = -(self.y @ log_expit(u) + (1 - self.y) @ log_expit(-u)) / m
+            du = (expit(u) - self.y) * self.beta / m  # d loss / d h
         per_seq = np.bincount(self.local[:, 0], weights=du, minlength=seq_lr.size)
         per_seq -= np.bincount(self.local[:, 1], weights=du, minlength=seq_lr.size)
         # d loss / d log pi(a|s), then through the softmax: g_logits = C - pi * rowsum(C)
@@ -131,25 +142,19 @@ class _DPO:
         return np.zeros(self.dim) if self.loglinear else self.log_ref.ravel().copy()
 
 
-@register("dpo")
-def dpo(ctx: AgentContext, cfg) -> AgentResult:
-    """Direct preference optimisation on the preference data (``agent.path``: one fit per beta of the path)."""
+def _preference_optimisation(ctx: AgentContext, cfg, loss: str) -> AgentResult:
+    """DPO or IPO on the preference data (``agent.path``: one fit per beta of the path)."""
+    options = {"maxiter": cfg.steps, "gtol": 1e-9, "ftol": 1e-14}
     if cfg.path:
         from dataclasses import replace
 
         def at(beta: float) -> np.ndarray:
-            problem = _DPO(ctx, replace(cfg, beta=beta))
-            res = optimize.minimize(
-                problem.objective,
-                problem.start(),
-                jac=True,
-                method="L-BFGS-B",
-                options={"maxiter": cfg.steps, "gtol": 1e-9, "ftol": 1e-14},
-            )
+            problem = _DPO(ctx, replace(cfg, beta=beta), loss)
+            res = optimize.minimize(problem.objective, problem.start(), jac=True, method="L-BFGS-B", options=options)
             return problem.policy(res.x)
 
         return pressure_path(ctx, cfg, at)
-    problem = _DPO(ctx, cfg)
+    problem = _DPO(ctx, cfg, loss)
     curve = Curve(ctx, cfg.steps, cfg.checkpoints)
     step = [0]
 
@@ -159,14 +164,21 @@ def dpo(ctx: AgentContext, cfg) -> AgentResult:
             curve.record(step[0], problem.policy(x))
 
     res = optimize.minimize(
-        problem.objective,
-        problem.start(),
-        jac=True,
-        method="L-BFGS-B",
-        callback=callback,
-        options={"maxiter": cfg.steps, "gtol": 1e-9, "ftol": 1e-14},
+        problem.objective, problem.start(), jac=True, method="L-BFGS-B", callback=callback, options=options
     )
     pi = problem.policy(res.x)
     if not curve.rows or curve.rows[-1]["step"] != step[0]:
         curve.record(max(step[0], 1), pi)
-    return AgentResult(pi, curve.rows, {"dpo_loss": float(res.fun)})
+    return AgentResult(pi, curve.rows, {f"{loss}_loss": float(res.fun)})
+
+
+@register("dpo")
+def dpo(ctx: AgentContext, cfg) -> AgentResult:
+    """Direct preference optimisation on the preference data (``agent.path``: one fit per beta of the path)."""
+    return _preference_optimisation(ctx, cfg, "dpo")
+
+
+@register("ipo")
+def ipo(ctx: AgentContext, cfg) -> AgentResult:
+    """Identity preference optimisation (Azar et al. 2023): DPO's log-ratios regressed onto +-1/(2 beta)."""
+    return _preference_optimisation(ctx, cfg, "ipo")
