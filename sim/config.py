@@ -221,6 +221,8 @@ class RewardModelConfig:
     """Optimise mean - k * std of the predicted return (std from the ensemble, or Laplace for linear)."""
     rating_sigma: float = 1.0
     """Standard deviation of the Gaussian ratings likelihood."""
+    ranking_likelihood: str = "plackett_luce"
+    """For rankings: plackett_luce (the full likelihood) or pairs (split each ranking into pairwise wins)."""
     tol: float = 1e-6
     """Stopping tolerance of L-BFGS-B on the projected gradient of the mean loss."""
 
@@ -231,6 +233,12 @@ class RewardModelConfig:
         check(self.ensemble >= 0, "reward_model.ensemble", self.ensemble, "an integer >= 0")
         check(self.pessimism >= 0, "reward_model.pessimism", self.pessimism, ">= 0")
         check(self.rating_sigma > 0, "reward_model.rating_sigma", self.rating_sigma, "> 0")
+        check(
+            self.ranking_likelihood in ("plackett_luce", "pairs"),
+            "reward_model.ranking_likelihood",
+            self.ranking_likelihood,
+            "plackett_luce or pairs",
+        )
         check(self.tol > 0, "reward_model.tol", self.tol, "> 0")
         check(
             self.pessimism == 0 or self.ensemble >= 2 or self.name == "linear",

@@ -90,6 +90,7 @@ def run_rlhf(
             rmc.rating_sigma,
             rmc.tol,
             rng,
+            rmc.ranking_likelihood,
         )
         ctx = AgentContext(
             world, rm.table, identity_channel(mdp, rm.table), agent_rng, feedback=data, progress=progress

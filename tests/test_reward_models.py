@@ -22,7 +22,7 @@ from sim.reward_models.fit import (
     fit_ratings,
     pl_objective,
 )
-from sim.reward_models.model import design
+from sim.reward_models.model import design, rankings_to_pairs
 from sim.rlhf import run_rlhf
 from sim.solvers import soft_optimal
 from sim.world import build_world, seed_streams
@@ -234,6 +234,36 @@ def test_ratings_and_rankings_recover_the_oracle_ordering(kind):
     assert preference_accuracy(rm.mean_returns, seqs.returns(o.reward), pairs) > 0.9
 
 
+def _rankings(k, n=600, seed=0):
+    m = TextMDP(2, 5, 3)
+    o = make_oracle(m, "linear", seed=4)
+    seqs = Sequences.of(m)
+    probs = seqs.probs(make_reference(m, "uniform"))
+    rng = np.random.default_rng(seed)
+    teacher = make_teacher(seqs, o.reward, probs, rng, rationality=2.0)
+    return seqs, collect(teacher, SequenceSampler(seqs, probs), np.arange(2), "rankings", n, rng, k)
+
+
+def test_split_rankings_are_every_ordered_pair_of_each_ranking():
+    items = np.array([[4, 2, 7], [1, 0, 3]])
+    pairs = rankings_to_pairs(FeedbackData("rankings", items, None, np.arange(1)))
+    assert pairs.kind == "preferences" and np.all(pairs.labels == 1.0)
+    assert {tuple(p) for p in pairs.items} == {(4, 2), (4, 7), (2, 7), (1, 0), (1, 3), (0, 3)}
+
+
+def test_split_pairs_and_plackett_luce_coincide_for_pairs_and_differ_beyond():
+    seqs, two = _rankings(2)
+    pl = fit_reward_model(seqs, two, "linear", tol=1e-9)
+    split = fit_reward_model(seqs, two, "linear", tol=1e-9, ranking_likelihood="pairs")
+    np.testing.assert_allclose(split.theta, pl.theta, atol=1e-6)
+    seqs, four = _rankings(4)
+    pl = fit_reward_model(seqs, four, "linear", tol=1e-9)
+    split = fit_reward_model(seqs, four, "linear", tol=1e-9, ranking_likelihood="pairs")
+    assert np.abs(split.theta - pl.theta).max() > 1e-2
+    with pytest.raises(Exception, match="ranking_likelihood"):
+        fit_reward_model(seqs, four, "linear", ranking_likelihood="triples")
+
+
 def test_fitted_model_is_a_reward_channel_for_planners():
     m = TextMDP(2, 4, 3)
     o = make_oracle(m, "linear", seed=0)
@@ -269,3 +299,5 @@ def test_fit_by_feedback_kind_validates():
         )
     with pytest.raises(ConfigError, match="reward_model.pessimism"):
         RewardModelConfig(name="tabular", pessimism=1.0)
+    with pytest.raises(ConfigError, match="reward_model.ranking_likelihood"):
+        RewardModelConfig(ranking_likelihood="borda")

@@ -24,6 +24,7 @@ NAMES = (
     "scale_overoptimization",
     "pessimism",
     "deterministic_preferences",
+    "ranking_efficiency",
 )
 
 

@@ -46,6 +46,21 @@ class RewardModel:
     covariance: np.ndarray | None = None
 
 
+RANKING_LIKELIHOODS = ("plackett_luce", "pairs")
+
+
+def rankings_to_pairs(data: FeedbackData) -> FeedbackData:
+    """Each ranking ``a_1 > ... > a_k`` as its ``k(k-1)/2`` pairwise preferences ``(a_i, a_j)``, i < j, label 1.
+
+    Under Plackett-Luce, ``P(a_i ranked above a_j) = sigmoid(u_i - u_j)`` exactly, so Bradley-Terry on the split
+    pairs is consistent; but pairs from one ranking are dependent, so it wastes information (Zhu et al. 2023).
+    """
+    k = data.items.shape[1]
+    i, j = np.triu_indices(k, 1)
+    pairs = np.stack([data.items[:, i].ravel(), data.items[:, j].ravel()], axis=1)
+    return FeedbackData("preferences", pairs, np.ones(len(pairs)), data.covered)
+
+
 def design(seqs: Sequences, name: str, templates=()) -> tuple[sparse.csr_matrix, FeatureMap | None]:
     """The design matrix X (n_seq, D) of a model: identity for tabular, ``Psi`` for linear."""
     if name == "tabular":
@@ -90,6 +105,7 @@ def fit_reward_model(
     rating_sigma: float = 1.0,
     tol: float = 1e-6,
     rng: np.random.Generator | None = None,
+    ranking_likelihood: str = "plackett_luce",
 ) -> RewardModel:
     """Fit a reward model by MAP (and optionally a bootstrap ensemble) and turn it into a reward table.
 
@@ -99,28 +115,38 @@ def fit_reward_model(
         name, templates, prior_scale, ensemble, pessimism, rating_sigma, tol: see
             :class:`sim.config.RewardModelConfig`.
         rng: resamples the data for the bootstrap ensemble.
+        ranking_likelihood: for rankings, ``plackett_luce`` (the full likelihood) or ``pairs`` (each ranking of k
+            split into its k(k-1)/2 pairwise wins, fitted by Bradley-Terry as if independent; the bootstrap still
+            resamples whole rankings).
     """
     X, fm = design(seqs, name, templates)
+    if ranking_likelihood not in RANKING_LIKELIHOODS:
+        raise ConfigError("reward_model.ranking_likelihood", ranking_likelihood, f"one of {list(RANKING_LIKELIHOODS)}")
+    split = data.kind == "rankings" and ranking_likelihood == "pairs"
+
+    def prepared(d: FeedbackData) -> FeedbackData:
+        return rankings_to_pairs(d) if split else d
+
     cov = None
     std = None
     if ensemble >= 2:
         rng = rng if rng is not None else np.random.default_rng(0)
         thetas = [
-            map_fit(X, data.subset(rng.integers(0, data.n, data.n)), prior_scale, rating_sigma, tol)
+            map_fit(X, prepared(data.subset(rng.integers(0, data.n, data.n))), prior_scale, rating_sigma, tol)
             for _ in range(ensemble)
         ]
         preds = np.stack([X @ t for t in thetas])
         theta = np.mean(thetas, axis=0)
         mean, std = preds.mean(axis=0), preds.std(axis=0, ddof=1)
     else:
-        theta = map_fit(X, data, prior_scale, rating_sigma, tol)
+        theta = map_fit(X, prepared(data), prior_scale, rating_sigma, tol)
         mean = X @ theta
         if pessimism > 0:
             if name != "linear":
                 raise ConfigError(
                     "reward_model.pessimism", pessimism, "0 for tabular without reward_model.ensemble >= 2"
                 )
-            cov = laplace_covariance(X, data, theta, prior_scale, rating_sigma)
+            cov = laplace_covariance(X, prepared(data), theta, prior_scale, rating_sigma)
             std = np.sqrt(np.maximum(np.asarray(X.multiply(X @ cov).sum(axis=1)).ravel(), 0.0))
     returns = mean - pessimism * std if pessimism > 0 else mean
     if pessimism == 0 and fm is not None:
