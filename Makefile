@@ -32,12 +32,12 @@ demo: $(STAMP)
 	$(PY) -m experiments.run
 
 lint: $(STAMP)
-	$(PY) -m ruff check sim experiments benchmarks tests
-	$(PY) -m ruff format --check sim experiments benchmarks tests
+	$(PY) -m ruff check sim experiments hydra_plugins benchmarks tests
+	$(PY) -m ruff format --check sim experiments hydra_plugins benchmarks tests
 
 format: $(STAMP)
-	$(PY) -m ruff format sim experiments benchmarks tests
-	$(PY) -m ruff check --fix sim experiments benchmarks tests
+	$(PY) -m ruff format sim experiments hydra_plugins benchmarks tests
+	$(PY) -m ruff check --fix sim experiments hydra_plugins benchmarks tests
 
 test: lint
 	$(PY) -m pytest -n 2 -q

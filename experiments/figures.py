@@ -21,6 +21,7 @@ import experiments  # noqa: F401  (single-threaded BLAS)
 from experiments import catalog
 from experiments.catalog.common import plt
 from experiments.collect import load_curves, load_table, write_table
+from experiments.io import write_figure
 
 RESULTS = Path("results")
 
@@ -69,8 +70,8 @@ def draw(name: str, scale: str, table, results: Path = RESULTS) -> Path:
     fig.suptitle(textwrap.fill(f"{name}: {module.CLAIM}", width_chars), fontsize=9)
     path = figure_path(name, scale, results)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    fig.savefig(path.with_suffix(".pdf"))
+    write_figure(path, fig, dpi=130)
+    write_figure(path.with_suffix(".pdf"), fig)
     plt.close(fig)
     return path
 

@@ -57,3 +57,13 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[s
 def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Write a compressed ``.npz`` atomically."""
     _atomic(path, lambda fh: np.savez_compressed(fh, **arrays), "wb")
+
+
+def write_figure(path: Path, fig: Any, **savefig_kwargs: Any) -> None:
+    """Save a matplotlib figure atomically, in the format of ``path``'s suffix.
+
+    PDFs carry no creation date, so the same figure gives the same bytes every time.
+    """
+    fmt = Path(path).suffix.lstrip(".")
+    metadata = {"CreationDate": None} if fmt == "pdf" else None
+    _atomic(path, lambda fh: fig.savefig(fh, format=fmt, metadata=metadata, **savefig_kwargs), "wb")

@@ -42,10 +42,31 @@ def test_interrupted_sweep_reruns_only_missing_jobs(tmp_path):
     proc = run_cli(*SWEEP, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "1 ran, 3 skipped" in proc.stdout
-    assert proc.stdout.count("rmsim: skipped") == 3
+    # the sweeper does not even launch the finished jobs
+    assert "3 of 4 jobs already finished" in proc.stdout and "Launching 1 jobs" in proc.stdout + proc.stderr
+    assert proc.stdout.count("rmsim: skipped") == 0
     assert len(_finished(tmp_path)) == 4
     for name, mtime in kept.items():  # finished runs were not touched
         assert (tmp_path / name / "metrics.json").stat().st_mtime_ns == mtime
+
+
+def test_resume_with_a_custom_subdir_falls_back_to_the_jobs_own_skip(tmp_path):
+    custom = ["hydra.sweep.subdir=${hydra.job.num}"]
+    assert run_cli(*SWEEP, *custom, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path).returncode == 0
+    (tmp_path / "3" / "metrics.json").unlink()
+    proc = run_cli(*SWEEP, *custom, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "already finished" not in proc.stdout  # the sweeper cannot tell where jobs live: it launches all
+    assert proc.stdout.count("rmsim: skipped") == 3 and "1 ran, 3 skipped" in proc.stdout
+
+
+def test_a_finished_sweep_launches_nothing_under_joblib(tmp_path):
+    joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    assert run_cli(*SWEEP, *joblib, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path).returncode == 0
+    proc = run_cli(*SWEEP, *joblib, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "4 of 4 jobs already finished" in proc.stdout and "0 ran, 4 skipped" in proc.stdout
+    assert "Launching" not in proc.stdout + proc.stderr
 
 
 def test_invalid_value_anywhere_in_a_sweep_stops_it_before_any_job(tmp_path):
@@ -120,3 +141,28 @@ def test_same_config_and_seed_give_identical_results(tmp_path):
     assert a == b
     assert (tmp_path / "a" / "arrays.npz").read_bytes() == (tmp_path / "b" / "arrays.npz").read_bytes()
     assert (tmp_path / "a" / "curve.csv").read_text() == (tmp_path / "b" / "curve.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        ["env=tiny", "seed=3"],
+        ["agent.beta=0.1", "env=tiny"],  # no seed: the config's
+        ["+experiment=pessimism", "scale=sanity", "reward_model.pessimism=2", "feedback.sampler=expert", "seed=1"],
+        ["oracle.templates=[unigram,position]", "corruption.misspec.angle=0.25", "seed=0"],
+        ["feedback.rationality=inf", "agent=dpo", "pipeline=rlhf", "seed=2"],
+    ],
+)
+def test_the_sweeper_predicts_the_directory_hydra_gives_a_job(job):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.rmsim_sweeper.resuming_sweeper import SUBDIR, job_subdir
+    from tests.test_cli import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=job, return_hydra_config=True)
+        assert OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"] == SUBDIR
+        od = cfg.hydra.job.config.override_dirname
+        predicted = job_subdir(job, list(od.exclude_keys), od.item_sep, od.kv_sep, cfg.seed)
+        assert predicted == cfg.hydra.sweep.subdir
