@@ -416,6 +416,19 @@ class Config:
                 )
             check(r.ensemble <= 1 and r.pessimism == 0, "reward_model.pessimism", r.pessimism, f"0 {why}")
         check(not self.save_arrays, "save_arrays", self.save_arrays, f"false {why}: S is never enumerated")
+        from sim.markov import check_bigram_size
+
+        V = self.env.vocab_size
+        if "stutter" in self.oracle.kind:
+            check_bigram_size(V, "oracle.kind", self.oracle.kind)
+        if "linear" in self.oracle.kind and "bigram" in self.oracle.templates:
+            check_bigram_size(V, "oracle.templates", "bigram")
+        if self.env.reference == "bigram":
+            check_bigram_size(V, "env.reference", "bigram")
+        if self.agent.name in ("loglinear_pg", "linear_q") and "bigram" in self.agent.templates:
+            check_bigram_size(V, "agent.templates", "bigram")
+        if self.pipeline == "rlhf" and "bigram" in self.reward_model.templates:
+            check_bigram_size(V, "reward_model.templates", "bigram")
         c = self.corruption
         check(
             c.noise.mode == "delivery" and c.noise.levels == 0 and c.noise.drop == 0,

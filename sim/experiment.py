@@ -18,7 +18,7 @@ from sim.metrics import exact_metrics, gap_metrics
 from sim.oracle import sequence_form
 from sim.rlhf import run_rlhf
 from sim.solvers import occupancy
-from sim.world import build_world, oracle_kwargs, seed_streams
+from sim.world import build_world, seed_streams
 
 
 @dataclass
@@ -98,15 +98,12 @@ def top_sequences(mdp: TextMDP, policy: np.ndarray, prompt: int, k: int = 3) -> 
 def run_compressed(cfg: Config, t0: float) -> RunResult:
     """A run on a compressed Markov world: every metric by exact dynamic programming over (p, t, y)."""
     from sim import markov, markov_agents
+    from sim.markov_env import build_markov_setup
 
     streams = seed_streams(cfg.seed)
-    e, o, m = cfg.env, cfg.oracle, cfg.corruption.misspec
-    world = markov.MarkovWorld(e.n_prompts, e.vocab_size, e.horizon, e.eos)
-    ref = markov.markov_reference(world, e.reference, np.random.default_rng(streams["reference"]), e.ref_temperature)
-    oracle = markov.make_markov_oracle(world, o.kind, streams["oracle"], **oracle_kwargs(o))
-    proxy = markov.misspecify(
-        world, oracle, o.templates, m.angle, m.omit, m.length_bias, np.random.default_rng(streams["corruption"])
-    )
+    e, o = cfg.env, cfg.oracle
+    setup = build_markov_setup(e, o, cfg.corruption, cfg.seed)
+    world, ref, oracle, proxy = setup.world, setup.ref, setup.oracle, setup.proxy
     extra: dict[str, float | int | None] = {}
     if cfg.pipeline == "rlhf":  # annotators perceive the (possibly misspecified) reward; the agent sees the model
         from sim.markov_rlhf import run_rlhf_compressed

@@ -34,7 +34,24 @@ MARKOV_ORACLES = ("linear", "length", "stutter")
 #: (measured best).
 BLOCK_BYTES = 512 * 1024
 
+#: The largest (V + 1) x V table a bigram term may allocate: 1.5e8 float64 entries = 1.2 GB, i.e. V <= 12,246.
+#: Beyond it, worlds must do without bigram terms (position-only oracles run at V = 50,000).
+MAX_BIGRAM_ENTRIES = 150_000_000
+
 Policy = Callable[[int], np.ndarray]
+
+
+def check_bigram_size(vocab_size: int, field: str, value: object) -> None:
+    """Refuse a (V + 1) x V bigram table that would not fit, naming the setting that asks for it."""
+    entries = (vocab_size + 1) * vocab_size
+    if entries > MAX_BIGRAM_ENTRIES:
+        v_max = int((np.sqrt(1 + 4 * MAX_BIGRAM_ENTRIES) - 1) / 2)
+        raise ConfigError(
+            field,
+            value,
+            f"no bigram term at vocab_size = {vocab_size}: its (V + 1) x V table would take "
+            f"{8 * entries / 1e9:.1f} GB (bigram terms up to vocab_size = {v_max}; position-only worlds have no limit)",
+        )
 
 
 @dataclass(frozen=True)
@@ -131,7 +148,7 @@ def markov_reward_from_theta(world: MarkovWorld, templates, theta: np.ndarray) -
         elif name == "prompt":
             row += w.reshape(P, V)[None, :, :]
         elif name == "bigram":
-            bigram = w.reshape(V + 1, V).copy()
+            bigram = w.reshape(V + 1, V).copy()  # sized by the caller, which checked it
         elif name == "length":
             for t in range(H):
                 L = _end_lengths(world, t)
@@ -176,6 +193,7 @@ def markov_reference(
     if kind == "uniform":
         return MarkovReference(None, np.full((H, V), 1.0 / V))
     if kind == "bigram":
+        check_bigram_size(V, "env.reference", kind)
         return MarkovReference(softmax(rng.normal(size=(V + 1, V)) / temperature, axis=1), None)
     check(world.eos, "env.reference", kind, "eos_hazard only with env.eos = true")
     lo, hi = hazard
@@ -523,6 +541,10 @@ def make_markov_oracle(
         )
 
     H = world.horizon
+    if "stutter" in families:
+        check_bigram_size(world.vocab_size, "oracle.kind", kind)
+    if "linear" in families and "bigram" in templates:
+        check_bigram_size(world.vocab_size, "oracle.templates", "bigram")
     reward = MarkovReward(bigram=None, row=np.zeros((H, world.n_prompts, world.vocab_size)))
     if "linear" in families:
         templates = tuple(templates)

@@ -1,9 +1,10 @@
-"""Learners with sampled rollouts on compressed worlds.
+"""Learners with sampled rollouts on compressed worlds, stepping the batched env (:mod:`sim.markov_env`).
 
 ``loglinear_pg``: the reference-anchored log-linear policy ``pi(a | p, t, y) ∝ pi_ref(a | .) exp(theta . phi)`` over
 Markov templates (unigram, position, bigram, prompt) is itself Markov, so it is trained on sampled episodes
 (REINFORCE with the KL as a per-token penalty and a baseline per compressed state) and evaluated *exactly* by
-dynamic programming at every checkpoint.
+dynamic programming at every checkpoint. ``linear_q``: semi-gradient Q-learning over the same templates. Both
+receive rewards the way the env delivers them (learner-side sparsity, delivery noise, episode budget).
 """
 
 from __future__ import annotations
@@ -14,9 +15,16 @@ from scipy.special import log_softmax
 from sim import markov
 from sim.errors import ConfigError
 from sim.features import template_dim
-from sim.markov_rlhf import sample_sequences
 
 LEARNABLE = ("unigram", "position", "bigram", "prompt")
+
+
+def _check_templates(world: markov.MarkovWorld, templates) -> None:
+    for name in templates:
+        if name not in LEARNABLE:
+            raise ConfigError("agent.templates", name, f"templates among {list(LEARNABLE)} on a compressed world")
+    if "bigram" in templates:
+        markov.check_bigram_size(world.vocab_size, "agent.templates", "bigram")
 
 
 def expected_proxy(proxy: markov.MarkovReward, corruption) -> markov.MarkovReward:
@@ -25,32 +33,6 @@ def expected_proxy(proxy: markov.MarkovReward, corruption) -> markov.MarkovRewar
     if p >= 1.0:
         return proxy
     return markov.MarkovReward(None if proxy.bigram is None else p * proxy.bigram, p * proxy.row)
-
-
-def deliver(r: np.ndarray, live: np.ndarray, corruption, rng: np.random.Generator) -> np.ndarray:
-    """What a learner receives for rewards ``r`` (n, H) on live steps: the direct corruption pipeline's sparsity
-    (terminal or every k tokens: accumulated and paid at delivery), delivery noise, then the episode budget."""
-    if corruption is None:
-        return np.where(live, r, 0.0)
-    n, H = r.shape
-    sp, nz = corruption.sparsity, corruption.noise
-    last = live & ~np.concatenate([live[:, 1:], np.zeros((n, 1), dtype=bool)], axis=1)  # each episode's final step
-    if sp.mode == "none":  # every step pays its own reward (exactly: no cumulative sums)
-        pays = live
-        out = np.where(live, r, 0.0)
-    else:
-        k = H if sp.mode == "terminal" else sp.chunk
-        pays = live & (last | ((np.arange(H) + 1) % k == 0)[None, :])
-        cum = np.cumsum(np.where(live, r, 0.0), axis=1)
-        paid_before = np.zeros_like(cum)
-        for t in range(1, H):  # the cumulative reward at the previous delivery
-            paid_before[:, t] = np.where(pays[:, t - 1], cum[:, t - 1], paid_before[:, t - 1])
-        out = np.where(pays, cum - paid_before, 0.0)
-    if nz.sigma > 0:
-        out = np.where(pays, out + rng.normal(0.0, nz.sigma, size=out.shape), out)
-    if sp.budget < 1.0:
-        out *= (rng.random(n) < sp.budget)[:, None]
-    return out
 
 
 class ExactCurve:
@@ -83,9 +65,7 @@ class LogLinearPolicy:
     """``log pi_t[p, y, a] = log_softmax(log pi_ref + bigram[y, a] + row[t, p, a])``, with theta over templates."""
 
     def __init__(self, world: markov.MarkovWorld, ref: markov.MarkovReference, templates):
-        for name in templates:
-            if name not in LEARNABLE:
-                raise ConfigError("agent.templates", name, f"templates among {list(LEARNABLE)} on a compressed world")
+        _check_templates(world, templates)
         self.world, self.ref, self.templates = world, ref, tuple(templates)
         self.dims = [template_dim(world, t) for t in self.templates]
         self.offsets = np.concatenate([[0], np.cumsum(self.dims)]).astype(int)
@@ -129,6 +109,15 @@ class LogLinearPolicy:
         return grad
 
 
+def _env(world, proxy, oracle, ref, corruption, batch: int, rng: np.random.Generator):
+    """The batched env the learners roll out in, seeded from the agent's stream."""
+    from sim.markov_env import MarkovSetup, MarkovVectorEnv
+
+    env = MarkovVectorEnv(batch, setup=MarkovSetup(world, ref, oracle, proxy), corruption=corruption)
+    env.reset(seed=int(rng.integers(2**63)))
+    return env
+
+
 def loglinear_pg(
     world: markov.MarkovWorld,
     proxy: markov.MarkovReward,
@@ -138,43 +127,46 @@ def loglinear_pg(
     rng: np.random.Generator,
     corruption=None,
 ) -> tuple[LogLinearPolicy, list[dict[str, float]]]:
-    """Sampled REINFORCE for the log-linear policy; returns it and its exact learning curve."""
+    """Sampled REINFORCE for the log-linear policy on batches of episodes of the batched env
+    (:class:`sim.markov_env.MarkovVectorEnv`); returns the policy and its exact learning curve."""
     pol = LogLinearPolicy(world, ref, cfg.templates)
-    H, V = world.horizon, world.vocab_size
-    baseline = np.zeros((world.n_prompts, H, V + 1))
+    H = world.horizon
+    B = cfg.batch
+    baseline = np.zeros((world.n_prompts, H, world.vocab_size + 1))
     counts = np.zeros_like(baseline)
     curve = ExactCurve(world, oracle, proxy, ref, corruption, cfg.steps, cfg.checkpoints)
+    env = _env(world, proxy, oracle, ref, corruption, B, rng)
     episodes = 0
     while episodes < cfg.steps:
-        seqs = sample_sequences(world, pol, cfg.batch, rng)
-        n = seqs.n
-        live = seqs.tokens >= 0
-        y = np.concatenate([np.full((n, 1), world.bos), np.where(live[:, :-1], seqs.tokens[:, :-1], 0)], axis=1)
-        a = np.where(live, seqs.tokens, 0)
-        tt = np.broadcast_to(np.arange(H), (n, H))
-        pp = np.broadcast_to(seqs.prompt[:, None], (n, H))
-        r = np.zeros((n, H))
-        logratio = np.zeros((n, H))
+        obs, _ = env.reset()
+        pp, yy, aa = (np.zeros((B, H), dtype=np.int64) for _ in range(3))
+        r, logratio = np.zeros((B, H)), np.zeros((B, H))
+        live = np.zeros((B, H), dtype=bool)
+        finished = np.zeros(B, dtype=bool)
         for step in range(H):
-            m = live[:, step]
-            if not m.any():
-                break
-            r[m, step] = proxy.row[step, pp[m, step], a[m, step]] + (
-                proxy.bigram[y[m, step], a[m, step]] if proxy.bigram is not None else 0.0
-            )
+            p, y = obs[:, 0], obs[:, 2]
             logp = pol.log_policy(step)
-            lp = logp[pp[m, step], y[m, step] if logp.shape[1] > 1 else 0, a[m, step]]
+            yi = y if logp.shape[1] > 1 else np.zeros(B, dtype=np.int64)
+            a = markov.sample_tokens(np.exp(logp), p, yi, rng)
             with np.errstate(divide="ignore"):
-                lr_ = np.log(ref.rows(step)[y[m, step] if ref.depends_on_last_token else 0, a[m, step]])
-            logratio[m, step] = lp - lr_
-        reg = np.where(live, deliver(r, live, corruption, rng) - cfg.beta * logratio, 0.0)
+                log_ref = np.log(ref.rows(step)[y if ref.depends_on_last_token else 0, a])
+            obs, delivered, terminated, _, _ = env.step(a)
+            on = ~finished  # slots still in their first episode of this batch
+            live[:, step], pp[:, step], yy[:, step], aa[:, step] = on, p, y, a
+            r[on, step] = delivered[on]
+            logratio[on, step] = logp[p, yi, a][on] - log_ref[on]
+            finished |= terminated
+            if finished.all():
+                break
+        reg = np.where(live, r - cfg.beta * logratio, 0.0)
         G = np.cumsum(reg[:, ::-1], axis=1)[:, ::-1]
-        P_, T_, Y_, A_, G_ = pp[live], tt[live], y[live], a[live], G[live]
+        tt = np.broadcast_to(np.arange(H), (B, H))
+        P_, T_, Y_, A_, G_ = pp[live], tt[live], yy[live], aa[live], G[live]
         adv = G_ - baseline[P_, T_, Y_]
-        pol.theta += cfg.lr * pol.gradient(P_, T_, Y_, A_, adv) / n
+        pol.theta += cfg.lr * pol.gradient(P_, T_, Y_, A_, adv) / B
         np.add.at(counts, (P_, T_, Y_), 1.0)
         np.add.at(baseline, (P_, T_, Y_), (G_ - baseline[P_, T_, Y_]) / counts[P_, T_, Y_])
-        episodes += n
+        episodes += B
         curve.after(episodes, pol)
     return pol, curve.rows
 
@@ -183,9 +175,7 @@ class LinearQFunction:
     """``Q_w(p, t, y, a) = sum_k w[idx_k(p, t, y, a)]`` over Markov templates, in the FeatureMap layout."""
 
     def __init__(self, world: markov.MarkovWorld, templates, rng: np.random.Generator):
-        for name in templates:
-            if name not in LEARNABLE:
-                raise ConfigError("agent.templates", name, f"templates among {list(LEARNABLE)} on a compressed world")
+        _check_templates(world, templates)
         self.world, self.templates = world, tuple(templates)
         self.offsets = np.concatenate([[0], np.cumsum([template_dim(world, t) for t in self.templates])]).astype(int)
         self.w = 1e-12 * rng.random(int(self.offsets[-1]))  # breaks greedy ties at random
@@ -229,48 +219,33 @@ def linear_q(
     rng: np.random.Generator,
     corruption=None,
 ) -> tuple[markov.Policy, list[dict[str, float]]]:
-    """Semi-gradient Q-learning with linear features on sampled episodes (``batch`` at a time, stepped together);
+    """Semi-gradient Q-learning with linear features on the batched env (``batch`` episodes stepped together);
     the greedy policy is evaluated exactly at log-spaced checkpoints."""
     from sim.agents.tabular import _averaged_update, epsilon_at
 
     q = LinearQFunction(world, cfg.templates, rng)
-    H, V, P = world.horizon, world.vocab_size, world.n_prompts
-    cont = world.continuing()
+    H, V = world.horizon, world.vocab_size
+    B = cfg.batch
     K = len(q.templates)
     curve = ExactCurve(world, oracle, proxy, ref, corruption, cfg.steps, cfg.checkpoints)
+    env = _env(world, proxy, oracle, ref, corruption, B, rng)
     episodes = 0
-    sp = corruption.sparsity if corruption is not None else None
-    sigma = corruption.noise.sigma if corruption is not None else 0.0
     while episodes < cfg.steps:
-        B = cfg.batch
-        p = rng.integers(0, P, B)
-        y = np.full(B, world.bos)
-        alive = np.ones(B, dtype=bool)
-        pending = np.zeros(B)
-        carries = rng.random(B) < sp.budget if sp is not None and sp.budget < 1 else np.ones(B, dtype=bool)
+        obs, _ = env.reset()
+        finished = np.zeros(B, dtype=bool)
         eps = epsilon_at(episodes, cfg.steps, cfg.epsilon)
         for t in range(H):
+            p, y = obs[:, 0], obs[:, 2]
             rows = q.rows(p, t, y)
             a = np.where(rng.random(B) < eps, rng.integers(0, V, B), rows.argmax(axis=1))
-            pending += proxy.row[t, p, a] + (proxy.bigram[y, a] if proxy.bigram is not None else 0.0)
-            ends = ~cont[a] | (t == H - 1)
-            if sp is None or sp.mode == "none":
-                pays = np.ones(B, dtype=bool)
-            else:
-                k = H if sp.mode == "terminal" else sp.chunk
-                pays = ends | ((t + 1) % k == 0)
-            r = np.where(pays, pending, 0.0)
-            pending = np.where(pays, 0.0, pending)
-            if sigma > 0:
-                r = np.where(pays, r + rng.normal(0.0, sigma, B), r)
-            r = np.where(carries, r, 0.0)
+            obs, r, ends, _, _ = env.step(a)
             target = r + (np.where(ends, 0.0, q.rows(p, t + 1, a).max(axis=1)) if t < H - 1 else 0.0)
-            delta = (target - rows[np.arange(B), a])[alive]
+            on = ~finished  # slots still in their first episode of this batch
+            delta = (target - rows[np.arange(B), a])[on]
             for name in q.templates:
-                _averaged_update(q.w, q.visits, q.index(name, p, t, y, a)[alive], delta, cfg.lr / K, cfg.lr_decay)
-            alive &= ~ends
-            y = np.where(alive, a, y)
-            if not alive.any():
+                _averaged_update(q.w, q.visits, q.index(name, p, t, y, a)[on], delta, cfg.lr / K, cfg.lr_decay)
+            finished |= ends
+            if finished.all():
                 break
         episodes += B
         curve.after(episodes, q.greedy())

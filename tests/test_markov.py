@@ -336,8 +336,8 @@ def test_sampled_loglinear_pg_on_a_compressed_world_reaches_the_soft_optimum():
     soft = run(Config(env=env, oracle=oracle, agent=AgentConfig(name="soft_planner", beta=0.3), seed=1)).metrics
     m = learned.metrics
     span = m["optimal_return"] - m["reference_return"]
-    # the soft optimum is in the log-linear class; sampled REINFORCE gets close to its return (measured: 0.2% and
-    # 2.3% of the optimal-minus-reference span at seeds 0 and 1 after 50k episodes)
+    # the soft optimum is in the log-linear class; sampled REINFORCE gets close to its return (measured: 0.09%, 0.54%,
+    # 2.0% and 4.5% of the optimal-minus-reference span at seeds 0 to 3 after 50k episodes)
     assert abs(m["oracle_return"] - soft["oracle_return"]) < 0.05 * span
     steps = [row["step"] for row in learned.curve]
     assert steps == sorted(steps) and steps[-1] >= 50_000
@@ -375,31 +375,6 @@ def test_linear_q_on_a_compressed_world_inside_and_outside_its_class():
         <= inside["oracle_return"]
         <= inside["oracle_return_mc_ci99_hi"] + 1e-9
     )
-
-
-def test_delivery_of_rewards_to_sampled_learners():
-    from sim.corruption import NoiseConfig, SparsityConfig
-    from sim.markov_agents import deliver
-
-    rng = np.random.default_rng(0)
-    n, H = 4000, 6
-    r = rng.normal(size=(n, H))
-    lengths = rng.integers(1, H + 1, n)
-    live = np.arange(H)[None, :] < lengths[:, None]
-    np.testing.assert_array_equal(deliver(r, live, CorruptionConfig(), rng), np.where(live, r, 0.0))
-    totals = np.where(live, r, 0.0).sum(axis=1)
-    term = deliver(r, live, CorruptionConfig(sparsity=SparsityConfig(mode="terminal")), rng)
-    np.testing.assert_allclose(term.sum(axis=1), totals, atol=1e-12)
-    assert np.all(term[np.arange(n), lengths - 1] == term.sum(axis=1))  # all of it on the last step
-    chunk = deliver(r, live, CorruptionConfig(sparsity=SparsityConfig(mode="chunk", chunk=2)), rng)
-    np.testing.assert_allclose(chunk.sum(axis=1), totals, atol=1e-12)
-    assert np.all(chunk[:, 0] == 0) or np.all(chunk[lengths > 1, 0] == 0)
-    noisy = deliver(r, live, CorruptionConfig(noise=NoiseConfig(sigma=2.0)), rng)
-    diff = (noisy - np.where(live, r, 0.0))[live]
-    assert abs(diff.mean()) < 4 * 2.0 / np.sqrt(diff.size) and diff.std() == pytest.approx(2.0, rel=0.05)
-    budget = deliver(r, live, CorruptionConfig(sparsity=SparsityConfig(budget=0.3)), rng)
-    carried = np.any(budget != 0, axis=1)
-    assert abs(carried.mean() - 0.3) < 4 * np.sqrt(0.21 / n)
 
 
 def test_budget_scales_the_expected_proxy_as_in_the_enumerated_channel():
