@@ -70,6 +70,32 @@ def test_exact_policy_gradient_converges_to_the_soft_optimum():
             assert res.curve[-1]["proxy_return"] > J_ref + 0.9 * (J_soft - J_ref)
 
 
+def test_log_ratio_is_finite_where_the_policy_underflows():
+    from sim.agents.base import log_ratio
+
+    logits = np.array([[0.0, -2000.0, 0.0], [0.0, -np.inf, 1.0]])  # exp(-2000) underflows to 0
+    with np.errstate(divide="ignore"):
+        log_ref = np.log(np.array([[0.5, 0.25, 0.25], [0.5, 0.0, 0.5]]))
+    out = log_ratio(logits, log_ref)
+    assert np.all(np.isfinite(out))
+    assert out[0, 1] == pytest.approx(-2000.0 - np.log(2.0) - np.log(0.25))
+    assert out[1, 1] == 0.0  # an action pi_ref never takes
+
+
+def test_long_exact_policy_gradient_at_tiny_beta_stays_finite():
+    """Regression: log(pi) of an underflowed action was -inf and made the last checkpoints NaN (seed 6 here)."""
+    cfg = Config(
+        pipeline="rlhf",
+        seed=6,
+        oracle=OracleConfig(kind="linear+repetition", templates=["unigram"], repetition_weight=2.0),
+        feedback=FeedbackConfig(n=300),
+        agent=AgentConfig(name="policy_gradient", beta=0.003, steps=300, lr=0.5, checkpoints=15),
+    )
+    result = run(cfg)
+    assert all(np.isfinite(row["oracle_return"]) and np.isfinite(row["kl_to_reference"]) for row in result.curve)
+    assert np.isfinite(result.metrics["oracle_return"])
+
+
 def test_sampled_policy_gradient_approaches_the_soft_optimum():
     cfg = Config(agent=AgentConfig(name="policy_gradient", mode="sampled", beta=0.1, steps=50_000, lr=0.5))
     m = run(cfg).metrics

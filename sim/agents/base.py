@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import log_softmax
 from tqdm.auto import tqdm
 
 from sim.corruption import RewardChannel
@@ -151,6 +152,13 @@ def softmax_rows(logits: np.ndarray) -> np.ndarray:
     np.exp(z, out=z)
     z /= z.sum(axis=1, keepdims=True)
     return z
+
+
+def log_ratio(logits: np.ndarray, log_ref: np.ndarray) -> np.ndarray:
+    """``log pi(a|s) - log pi_ref(a|s)`` for ``pi = softmax(logits)``, from ``log_softmax`` so that it stays finite
+    where ``pi`` underflows to 0 (``log(pi)`` would give -inf, and ``pi * -inf`` NaN); 0 where ``pi_ref`` is 0."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isneginf(log_ref), 0.0, log_softmax(logits, axis=1) - log_ref)
 
 
 def rollout(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import optimize, sparse
 
-from sim.agents.base import AgentContext, AgentResult, Curve, register, rollout, softmax_rows
+from sim.agents.base import AgentContext, AgentResult, Curve, log_ratio, register, rollout, softmax_rows
 from sim.agents.tabular import _averaged_update, explore, row_max, vector_env
 from sim.features import FeatureMap
 from sim.solvers import greedy_policy, occupancy, policy_values
@@ -147,7 +147,7 @@ def loglinear_pg(ctx: AgentContext, cfg) -> AgentResult:
         rows = np.repeat(np.arange(S), A)
         for step in range(1, cfg.steps + 1):
             pi = _loglinear_policy(lin, log_ref, theta)
-            reg = ctx.proxy - cfg.beta * (np.log(pi) - log_ref)
+            reg = ctx.proxy - cfg.beta * log_ratio(log_ref + lin.values(theta), log_ref)
             V, Q = policy_values(mdp, pi, reg)
             d = occupancy(mdp, pi)
             w = (d[:, None] * pi).ravel()
@@ -164,7 +164,7 @@ def loglinear_pg(ctx: AgentContext, cfg) -> AgentResult:
 
         def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
             pi = _loglinear_policy(lin, log_ref, theta)
-            reg = ctx.proxy - cfg.beta * (np.log(pi) - log_ref)
+            reg = ctx.proxy - cfg.beta * log_ratio(log_ref + lin.values(theta), log_ref)
             V, Q = policy_values(mdp, pi, reg)
             d = occupancy(mdp, pi)
             grad = lin.gather(d[:, None] * pi * (Q - V[:, None]))
@@ -197,7 +197,7 @@ def loglinear_pg(ctx: AgentContext, cfg) -> AgentResult:
     while episodes < cfg.steps:
         pi = _loglinear_policy(lin, log_ref, theta)
         states, actions, rewards, alive = rollout(mdp, pi, ctx.channel, ctx.rng, cfg.batch)
-        logratio = np.log(pi[states, actions]) - log_ref[states, actions]
+        logratio = log_ratio(log_ref + lin.values(theta), log_ref)[states, actions]
         reg = np.where(alive, rewards - cfg.beta * logratio, 0.0)
         G = np.cumsum(reg[:, ::-1], axis=1)[:, ::-1]
         s, a, g = states[alive], actions[alive], G[alive]

@@ -34,6 +34,7 @@ from sim.agents.base import (
     AgentContext,
     AgentResult,
     Curve,
+    log_ratio,
     register,
     rollout,
     sample_from,
@@ -118,7 +119,7 @@ def policy_gradient(ctx: AgentContext, cfg) -> AgentResult:
     if cfg.mode == "exact":
         for step in range(1, cfg.steps + 1):
             pi = softmax_rows(theta)
-            reg = ctx.proxy - cfg.beta * (np.log(pi) - log_ref)
+            reg = ctx.proxy - cfg.beta * log_ratio(theta, log_ref)
             V, Q = policy_values(mdp, pi, reg)
             adv = Q - V[:, None]
             if cfg.natural:
@@ -135,7 +136,7 @@ def policy_gradient(ctx: AgentContext, cfg) -> AgentResult:
     while episodes < cfg.steps:
         pi = softmax_rows(theta)
         states, actions, rewards, alive = rollout(mdp, pi, ctx.channel, ctx.rng, cfg.batch)
-        logratio = np.log(pi[states, actions]) - log_ref[states, actions]
+        logratio = log_ratio(theta, log_ref)[states, actions]
         reg = np.where(alive, rewards - cfg.beta * logratio, 0.0)
         G = np.cumsum(reg[:, ::-1], axis=1)[:, ::-1]  # regularised return-to-go
         s, a, g = states[alive], actions[alive], G[alive]
