@@ -17,6 +17,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
+
 import experiments  # noqa: F401  (single-threaded BLAS)
 from experiments import catalog
 from experiments.catalog.common import plt
@@ -76,6 +78,21 @@ def draw(name: str, scale: str, table, results: Path = RESULTS) -> Path:
     return path
 
 
+#: Measured in every run: a NaN or inf here is a numerical failure, never "not applicable".
+CORE = ("optimal_return", "oracle_return", "proxy_return", "kl_to_reference")
+
+
+def nonfinite(table) -> list[str]:
+    """The core columns with NaN or infinite values, as ``"column (k rows)"``."""
+    bad = []
+    for col in CORE:
+        if col in table.columns:
+            k = int((~np.isfinite(table[col].to_numpy(dtype=float))).sum())
+            if k:
+                bad.append(f"{col} ({k} rows)")
+    return bad
+
+
 def reproduce(
     name: str, scale: str = "paper", check: bool = False, jobs: int = 1, run: bool = True, results: Path = RESULTS
 ) -> bool:
@@ -90,6 +107,8 @@ def reproduce(
     ok = True
     if check:
         try:
+            bad = nonfinite(table)
+            assert not bad, f"non-finite values in {', '.join(bad)}: a numerical failure, so no claim is checked"
             catalog.get(name).check(table)
             print(f"  claim holds: {catalog.get(name).CLAIM}", flush=True)
         except AssertionError as e:

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from experiments import catalog
 from experiments.callbacks import sweep_jobs
-from experiments.figures import figure_path, reproduce, table_of
+from experiments.figures import figure_path, nonfinite, reproduce, table_of
 from experiments.run import validate  # noqa: F401  (registers the structured config)
 from sim.config import Config
 
@@ -127,8 +127,15 @@ def test_sanity_sweep_reproduces_the_claim_and_the_check_can_fail(name, tmp_path
     assert len(table) > 0 and "normalized_gap" in table.columns
     # the claim must be falsifiable: on a table where it does not hold, check() fails
     full = table_of(name, "sanity", tmp_path)
+    assert nonfinite(full) == []
     with pytest.raises(AssertionError):
         catalog.get(name).check(BREAK[name](full))
+
+
+def test_non_finite_core_metrics_are_reported():
+    table = pd.DataFrame({"oracle_return": [1.0, float("nan"), 2.0], "kl_to_reference": [0.1, 0.2, float("inf")]})
+    assert nonfinite(table) == ["oracle_return (1 rows)", "kl_to_reference (1 rows)"]
+    assert nonfinite(table.iloc[[0]]) == []
 
 
 def test_large_sweep_validation_uses_shared_overrides():
