@@ -115,6 +115,11 @@ def _break_ranking_efficiency(t):
     return t.assign(**{"reward_model.ranking_likelihood": t["reward_model.ranking_likelihood"].map(swap)})
 
 
+def _break_kl_penalty(t):
+    beta = t["agent.beta"].astype(float)
+    return t.assign(oracle_return=t["oracle_return"] + 20.0 * beta * t["kl_to_reference"])  # the penalty now helps
+
+
 BREAK = {name: globals()[f"_break_{name}"] for name in catalog.NAMES}
 
 

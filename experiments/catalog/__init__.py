@@ -25,6 +25,7 @@ NAMES = (
     "pessimism",
     "deterministic_preferences",
     "ranking_efficiency",
+    "kl_penalty",
 )
 
 
