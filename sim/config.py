@@ -218,7 +218,7 @@ class RewardModelConfig:
     ensemble: int = 0
     """Bootstrap ensemble size (0 or 1 = a single MAP fit)."""
     pessimism: float = 0.0
-    """Optimise mean - k * std of the predicted return (std from the ensemble, or Laplace for linear)."""
+    """Optimise mean - k * std of the predicted return (std from the ensemble, else the Laplace posterior)."""
     rating_sigma: float = 1.0
     """Standard deviation of the Gaussian ratings likelihood."""
     ranking_likelihood: str = "plackett_luce"
@@ -240,12 +240,6 @@ class RewardModelConfig:
             "plackett_luce or pairs",
         )
         check(self.tol > 0, "reward_model.tol", self.tol, "> 0")
-        check(
-            self.pessimism == 0 or self.ensemble >= 2 or self.name == "linear",
-            "reward_model.pessimism",
-            self.pessimism,
-            "0 for a tabular model without an ensemble (set reward_model.ensemble >= 2)",
-        )
 
 
 @dataclass

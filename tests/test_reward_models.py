@@ -7,7 +7,7 @@ import pytest
 from scipy import sparse
 from scipy.optimize import approx_fprime, check_grad
 
-from sim.config import Config, FeedbackConfig, RewardModelConfig
+from sim.config import AgentConfig, Config, FeedbackConfig, RewardModelConfig
 from sim.feedback import Sequences, SequenceSampler, collect, covered_prompts, make_teacher, preference_accuracy
 from sim.feedback.datasets import FeedbackData, evaluation_pairs
 from sim.mdp import TextMDP
@@ -211,6 +211,60 @@ def test_ensemble_std_is_largest_where_data_is_absent():
     assert np.all(rm.std_returns[~seen] == 0) and np.all(rm.mean_returns[~seen] == 0)
 
 
+@pytest.mark.parametrize("kind", ["preferences", "ratings", "rankings"])
+def test_tabular_laplace_std_is_the_full_laplace_posterior(kind):
+    """Only the block of sequences in the data is inverted; it must equal the full (n_seq, n_seq) posterior."""
+    from sim.reward_models.model import laplace_covariance, map_fit, tabular_laplace_std
+
+    m = TextMDP(2, 3, 3)
+    o = make_oracle(m, "linear", seed=2)
+    seqs = Sequences.of(m)
+    probs = seqs.probs(make_reference(m, "uniform"))
+    rng = np.random.default_rng(0)
+    teacher = make_teacher(seqs, o.reward, probs, rng, rationality=2.0, sigma=0.5)
+    data = collect(teacher, SequenceSampler(seqs, probs), np.arange(1), kind, 15, rng, 3)  # prompt 0 only
+    X = sparse.identity(seqs.n, format="csr")
+    theta = map_fit(X, data, 1.5, 0.7, 1e-10)
+    full = np.sqrt(np.diag(laplace_covariance(X, data, theta, 1.5, 0.7)))
+    std = tabular_laplace_std(data, theta, 1.5, 0.7)
+    np.testing.assert_allclose(std, full, rtol=1e-6, atol=1e-9)
+    unseen = np.setdiff1d(np.arange(seqs.n), data.items)
+    assert unseen.size > 0 and np.all(std[unseen] == 1.5)  # the prior, exactly
+    assert np.all(std[np.unique(data.items)] < 1.5)  # data only shrink the posterior
+
+
+def test_tabular_pessimism_without_an_ensemble_penalises_what_the_data_never_saw():
+    cfg = Config(
+        pipeline="rlhf",
+        feedback=FeedbackConfig(n=300, rationality=2.0),
+        reward_model=RewardModelConfig(name="tabular", pessimism=2.0),
+        agent=AgentConfig(name="exact_planner"),
+    )
+    world = build_world(cfg.env, cfg.oracle, cfg.corruption, 0)
+    res = run_rlhf(cfg, world, seed_streams(0)["feedback"], np.random.default_rng(0))
+    rm, data = res.reward_model, res.data
+    seen = np.zeros(rm.returns.size, dtype=bool)
+    seen[data.items.ravel()] = True
+    np.testing.assert_allclose(rm.returns[~seen], -2.0 * 1.0)  # mean 0 (the prior), std = prior scale 1
+    best = np.zeros(world.mdp.n_prompts, dtype=bool)
+    seqs = Sequences.of(world.mdp)
+    for p in range(world.mdp.n_prompts):  # the pessimistic greedy choice is a sequence the data contain
+        mine = np.flatnonzero(seqs.prompt == p)
+        best[p] = seen[mine[np.argmax(rm.returns[mine])]]
+    assert best.all()
+
+
+def test_tabular_laplace_refuses_a_block_too_large(monkeypatch):
+    from sim.errors import ConfigError
+    from sim.reward_models import model
+
+    m = TextMDP(2, 4, 3)
+    seqs, _, data, _ = _rlhf_data(m, make_oracle(m, "linear", seed=0), 200)
+    monkeypatch.setattr(model, "MAX_TABULAR_LAPLACE", 10)
+    with pytest.raises(ConfigError, match="reward_model.pessimism"):
+        fit_reward_model(seqs, data, "tabular", pessimism=1.0)
+
+
 def test_ratings_fit_solves_the_normal_equations():
     rng = np.random.default_rng(0)
     X = sparse.csr_matrix(rng.normal(size=(200, 7)))
@@ -297,7 +351,5 @@ def test_fit_by_feedback_kind_validates():
         map_fit(
             sparse.identity(3, format="csr"), FeedbackData("essays", np.zeros((1, 2), int), None, np.arange(1)), 1.0
         )
-    with pytest.raises(ConfigError, match="reward_model.pessimism"):
-        RewardModelConfig(name="tabular", pessimism=1.0)
     with pytest.raises(ConfigError, match="reward_model.ranking_likelihood"):
         RewardModelConfig(ranking_likelihood="borda")

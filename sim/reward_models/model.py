@@ -4,7 +4,8 @@ Both predict a sequence's return as ``X[i] @ theta``; the fitted model becomes a
 optimise: the linear model pays ``theta . phi(s, a)`` on every token (dense), the tabular one pays
 ``theta_i`` on sequence ``i``'s last token. With ``pessimism = k`` the table is the lower confidence bound
 ``mean - k * std`` of each sequence's predicted return (a sequence-level reward), where ``std`` comes from a
-bootstrap ensemble or, for the linear model, the Laplace posterior ``N(theta_MAP, H^-1)``.
+bootstrap ensemble or the Laplace posterior ``N(theta_MAP, H^-1)`` (for a tabular model, sequences absent from the
+data keep their prior std).
 """
 
 from __future__ import annotations
@@ -94,6 +95,35 @@ def laplace_covariance(X, data: FeedbackData, theta: np.ndarray, prior_scale: fl
     return np.linalg.inv(H)
 
 
+#: The tabular Laplace posterior inverts an (m, m) matrix over the m sequences in the data: 6000 is 288 MB.
+MAX_TABULAR_LAPLACE = 6000
+
+
+def tabular_laplace_std(data: FeedbackData, theta: np.ndarray, prior_scale: float, rating_sigma: float) -> np.ndarray:
+    """Laplace posterior standard deviation (n_seq,) of each sequence's parameter in a tabular model.
+
+    A sequence the data never mention appears only in the prior, so its posterior is its prior: std ``s``. The
+    Hessian is block-diagonal between those and the ``m`` sequences in the data, so only the (m, m) block is
+    inverted; the result equals the full Laplace posterior exactly.
+
+    Raises:
+        ConfigError: when ``m`` is too large to invert densely.
+    """
+    seen, local = np.unique(data.items, return_inverse=True)
+    if seen.size > MAX_TABULAR_LAPLACE:
+        raise ConfigError(
+            "reward_model.pessimism",
+            "tabular Laplace",
+            f"a tabular model's Laplace posterior over at most {MAX_TABULAR_LAPLACE} sequences in the data (these "
+            f"data name {seen.size}); use reward_model.ensemble >= 2, a linear model, or fewer labels",
+        )
+    block = FeedbackData(data.kind, local.reshape(data.items.shape), data.labels, data.covered)
+    cov = laplace_covariance(sparse.identity(seen.size, format="csr"), block, theta[seen], prior_scale, rating_sigma)
+    std = np.full(theta.size, float(prior_scale))
+    std[seen] = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    return std
+
+
 def fit_reward_model(
     seqs: Sequences,
     data: FeedbackData,
@@ -141,11 +171,9 @@ def fit_reward_model(
     else:
         theta = map_fit(X, prepared(data), prior_scale, rating_sigma, tol)
         mean = X @ theta
-        if pessimism > 0:
-            if name != "linear":
-                raise ConfigError(
-                    "reward_model.pessimism", pessimism, "0 for tabular without reward_model.ensemble >= 2"
-                )
+        if pessimism > 0 and name == "tabular":
+            std = tabular_laplace_std(prepared(data), theta, prior_scale, rating_sigma)
+        elif pessimism > 0:
             cov = laplace_covariance(X, prepared(data), theta, prior_scale, rating_sigma)
             std = np.sqrt(np.maximum(np.asarray(X.multiply(X @ cov).sum(axis=1)).ravel(), 0.0))
     returns = mean - pessimism * std if pessimism > 0 else mean

@@ -1,0 +1,28 @@
+"""Command-line experiments: hydra entry point, tables and figures. ``sim`` stays free of all of this."""
+
+import os
+
+# Multi-threaded BLAS makes small linear algebra several times slower on a 2-core machine.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from omegaconf import OmegaConf  # noqa: E402
+
+
+def _job_subdir(override_dirname: str, seed: object) -> str:
+    """A sweep job's directory name: its overrides, then the seed last."""
+    return f"{override_dirname},seed={seed}" if override_dirname else f"seed={seed}"
+
+
+# registered wherever a job may run (the main process, joblib workers, submitit jobs all import this package)
+OmegaConf.register_new_resolver("rmsim_subdir", _job_subdir, replace=True)
+
+
+def _by_scale(scale: str, paper: object, sanity: object) -> object:
+    """``${by_scale:${scale},<paper value>,<sanity value>}``: a named experiment's setting at each scale."""
+    if scale not in ("paper", "sanity"):
+        raise ValueError(f"scale = {scale!r} is invalid: allowed paper or sanity")
+    return paper if scale == "paper" else sanity
+
+
+OmegaConf.register_new_resolver("by_scale", _by_scale, replace=True)

@@ -1,0 +1,145 @@
+"""Reproduce the named experiments: ``python -m experiments.figures <name|all> [--scale paper|sanity] [--check]``.
+
+For each experiment: run its sweep (``+experiment=<name> scale=<scale>``) into
+``results/sweeps/<name>/<scale>/`` (re-running skips finished jobs), collect the table, draw the figure into
+``results/figures/<name>.png`` and ``.pdf`` (``results/figures/sanity/`` at sanity scale) and, with ``--check``,
+assert the experiment's claim. ``make figures`` = all at paper scale; ``make sanity`` = all at sanity scale
+with checks (what CI runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+import experiments  # noqa: F401  (single-threaded BLAS)
+from experiments import catalog
+from experiments.catalog.common import plt
+from experiments.collect import load_curves, load_table, write_table
+from experiments.io import write_figure
+
+RESULTS = Path("results")
+
+
+def sweep_dir(name: str, scale: str, results: Path = RESULTS) -> Path:
+    return Path(results) / "sweeps" / name / scale
+
+
+def figure_path(name: str, scale: str, results: Path = RESULTS) -> Path:
+    return Path(results) / "figures" / (f"{name}.png" if scale == "paper" else f"sanity/{name}.png")
+
+
+def run_sweep(name: str, scale: str, jobs: int, results: Path = RESULTS) -> None:
+    """Run (or resume) the experiment's sweep through the contract command line."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.run",
+        "-m",
+        f"+experiment={name}",
+        f"scale={scale}",
+        f"hydra.sweep.dir={sweep_dir(name, scale, results).resolve()}",
+    ]
+    if jobs > 1:
+        cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    if proc.returncode != 0:
+        raise RuntimeError(f"the sweep of {name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    last = [line for line in proc.stdout.splitlines() if "sweep finished" in line]
+    print(f"  {last[-1] if last else 'sweep done'}", flush=True)
+
+
+def table_of(name: str, scale: str, results: Path = RESULTS):
+    """The experiment's table (runs or curves, as its module declares)."""
+    module = catalog.get(name)
+    root = sweep_dir(name, scale, results)
+    return load_curves(root) if module.TABLE == "curves" else load_table(root)
+
+
+def draw(name: str, scale: str, table, results: Path = RESULTS) -> Path:
+    """Draw and save the figure (png and pdf)."""
+    module = catalog.get(name)
+    axs = module.plot(table)
+    fig = (axs.flat[0] if hasattr(axs, "flat") else axs).figure
+    width_chars = int(fig.get_figwidth() * 15)
+    fig.suptitle(textwrap.fill(f"{name}: {module.CLAIM}", width_chars), fontsize=9)
+    path = figure_path(name, scale, results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_figure(path, fig, dpi=130)
+    write_figure(path.with_suffix(".pdf"), fig)
+    plt.close(fig)
+    return path
+
+
+#: Measured in every run: a NaN or inf here is a numerical failure, never "not applicable".
+CORE = ("optimal_return", "oracle_return", "proxy_return", "kl_to_reference")
+
+
+def nonfinite(table) -> list[str]:
+    """The core columns with NaN or infinite values, as ``"column (k rows)"``."""
+    bad = []
+    for col in CORE:
+        if col in table.columns:
+            k = int((~np.isfinite(table[col].to_numpy(dtype=float))).sum())
+            if k:
+                bad.append(f"{col} ({k} rows)")
+    return bad
+
+
+def reproduce(
+    name: str, scale: str = "paper", check: bool = False, jobs: int = 1, run: bool = True, results: Path = RESULTS
+) -> bool:
+    """Sweep, collect, draw and (optionally) check one experiment; returns whether its check passed."""
+    t0 = time.perf_counter()
+    print(f"{name} ({scale})", flush=True)
+    if run:
+        run_sweep(name, scale, jobs, results)
+    write_table(load_table(sweep_dir(name, scale, results)), sweep_dir(name, scale, results))
+    table = table_of(name, scale, results)
+    print(f"  figure: {draw(name, scale, table, results)}", flush=True)
+    ok = True
+    if check:
+        try:
+            bad = nonfinite(table)
+            assert not bad, f"non-finite values in {', '.join(bad)}: a numerical failure, so no claim is checked"
+            catalog.get(name).check(table)
+            print(f"  claim holds: {catalog.get(name).CLAIM}", flush=True)
+        except AssertionError as e:
+            ok = False
+            print(f"  CLAIM FAILED: {e}", flush=True)
+    print(f"  {time.perf_counter() - t0:.1f}s", flush=True)
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="+", help=f"'all' or some of {list(catalog.NAMES)}")
+    parser.add_argument("--scale", choices=("paper", "sanity"), default="paper")
+    parser.add_argument("--check", action="store_true", help="assert each experiment's claim")
+    parser.add_argument(
+        "--jobs", type=int, default=0, help="parallel jobs (default: all cores at paper scale, 1 at sanity)"
+    )
+    parser.add_argument("--no-run", action="store_true", help="draw from the existing sweep results only")
+    parser.add_argument("--results", default=str(RESULTS), help="results root (default: results)")
+    args = parser.parse_args(argv)
+    names = list(catalog.NAMES) if args.names == ["all"] else args.names
+    unknown = [n for n in names if n not in catalog.NAMES]
+    if unknown:
+        parser.error(f"unknown experiment(s) {unknown}; choose from {list(catalog.NAMES)} or 'all'")
+    jobs = args.jobs or ((os.cpu_count() or 1) if args.scale == "paper" else 1)
+    failed = [n for n in names if not reproduce(n, args.scale, args.check, jobs, not args.no_run, Path(args.results))]
+    if failed:
+        print(f"rmsim: claims failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

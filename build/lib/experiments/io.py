@@ -1,0 +1,69 @@
+"""Atomic writers: a file appears complete under its final name or not at all."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+
+def _atomic(path: Path, write: Callable[[IO[Any]], None], mode: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
+
+
+def write_json(path: Path, record: Mapping[str, Any]) -> None:
+    """Write a flat JSON object atomically (NaN becomes null, so the file is strict JSON)."""
+    clean = {k: _jsonable(v) for k, v in record.items()}
+    _atomic(path, lambda fh: fh.write(json.dumps(clean, indent=2, sort_keys=True) + "\n"), "w")
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """Write rows as CSV atomically."""
+
+    def write(fh: IO[str]) -> None:
+        w = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+    _atomic(path, write, "w")
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write a compressed ``.npz`` atomically."""
+    _atomic(path, lambda fh: np.savez_compressed(fh, **arrays), "wb")
+
+
+def write_figure(path: Path, fig: Any, **savefig_kwargs: Any) -> None:
+    """Save a matplotlib figure atomically, in the format of ``path``'s suffix.
+
+    PDFs carry no creation date, so the same figure gives the same bytes every time.
+    """
+    fmt = Path(path).suffix.lstrip(".")
+    metadata = {"CreationDate": None} if fmt == "pdf" else None
+    _atomic(path, lambda fh: fig.savefig(fh, format=fmt, metadata=metadata, **savefig_kwargs), "wb")

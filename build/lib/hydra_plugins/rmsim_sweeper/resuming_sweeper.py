@@ -1,0 +1,87 @@
+"""A basic sweeper that does not launch jobs whose run directory already holds ``metrics.json``.
+
+Re-running a sweep into the same directory resumes it. The task function skips a finished job by itself, but
+only after hydra has composed its config, set up its directory and logging, and shipped it to a launcher
+(about 0.2 s a job: 68 s for 288 finished jobs). This sweeper checks the run directories first and launches only
+the unfinished jobs.
+
+The directory of a job is ``hydra.sweep.dir / hydra.sweep.subdir``. The filter works out the subdir itself only
+for rmsim's scheme (``${rmsim_subdir:${hydra.job.override_dirname},${seed}}``): with any other ``subdir`` it
+launches every job, and the task function's own skip still applies. A job is never skipped by mistake: the
+directory must hold ``metrics.json``, which is written last and atomically.
+"""
+
+# No ``from __future__ import annotations``: hydra executes plugin modules outside sys.modules, where dataclasses
+# cannot resolve string annotations; and OmegaConf wants typing.Optional in a structured config.
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional  # noqa: UP035
+
+from hydra._internal.config_loader_impl import get_overrides_dirname
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+SUBDIR = "${rmsim_subdir:${hydra.job.override_dirname},${seed}}"
+
+
+@dataclass
+class ResumingSweeperConf:
+    _target_: str = "hydra_plugins.rmsim_sweeper.resuming_sweeper.ResumingSweeper"
+    max_batch_size: Optional[int] = None  # noqa: UP045
+    params: Optional[dict[str, str]] = None  # noqa: UP045
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="rmsim", node=ResumingSweeperConf, provider="rmsim")
+
+
+def job_subdir(job: list[str], exclude_keys: list[str], item_sep: str, kv_sep: str, default_seed: Any) -> str:
+    """The run subdirectory rmsim's scheme gives a job (see ``experiments._job_subdir``)."""
+    from experiments import _job_subdir
+
+    overrides = OverridesParser.create().parse_overrides(list(job))
+    dirname = get_overrides_dirname(overrides, exclude_keys=exclude_keys, item_sep=item_sep, kv_sep=kv_sep)
+    seed = default_seed
+    for o in overrides:
+        if o.key_or_group == "seed":
+            seed = o.value()
+    return _job_subdir(dirname, seed)
+
+
+class ResumingSweeper(BasicSweeper):
+    """:class:`BasicSweeper` that leaves out the jobs whose ``metrics.json`` exists."""
+
+    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.skipped = 0
+
+    def _finished(self) -> Any:
+        """A predicate ``job -> bool``, or None when the sweep does not use rmsim's directory scheme."""
+        hydra_cfg = self.config.hydra
+        if OmegaConf.to_container(hydra_cfg.sweep, resolve=False).get("subdir") != SUBDIR:
+            return None
+        root = Path(hydra_cfg.sweep.dir)
+        if not root.is_dir():
+            return None
+        od = hydra_cfg.job.config.override_dirname
+        exclude, item_sep, kv_sep = list(od.exclude_keys), od.item_sep, od.kv_sep
+        seed = self.config.get("seed")
+
+        def finished(job: list[str]) -> bool:
+            return (root / job_subdir(job, exclude, item_sep, kv_sep, seed) / "metrics.json").is_file()
+
+        return finished
+
+    def split_arguments(self, overrides, max_batch_size):  # type: ignore[override]
+        batches = BasicSweeper.split_arguments(overrides, None)
+        jobs = [job for batch in batches for job in batch]
+        finished = self._finished()
+        if finished is not None:
+            todo = [job for job in jobs if not finished(job)]
+            self.skipped = len(jobs) - len(todo)
+            jobs = todo
+        if self.skipped:
+            print(f"rmsim: {self.skipped} of {self.skipped + len(jobs)} jobs already finished; not launching them")
+        size = max_batch_size or max(len(jobs), 1)
+        return [jobs[i : i + size] for i in range(0, len(jobs), size)]

@@ -1,0 +1,73 @@
+"""Misspecification: the proxy is a different reward *function*, not a noisy view of the right one.
+
+* misweight: the linear part's weights rotated to exactly angle ``alpha`` from ``theta*``, same norm.
+* omit: the weights of some feature templates set to zero.
+* length bias: ``lambda * length`` added (in dense form ``lambda`` per non-EOS token).
+* project: the oracle replaced by its least-squares fit, over all complete sequences with equal weight, in a
+  smaller linear class (a list of templates).
+
+Order: project, then misweight, then omit, then length bias.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from sim.errors import ConfigError
+from sim.features import FeatureMap, sequence_features
+from sim.mdp import TextMDP
+from sim.oracle import sequence_form
+
+
+def misweight(theta: np.ndarray, alpha: float, rng: np.random.Generator) -> np.ndarray:
+    """A vector at angle ``alpha`` (radians, in [0, pi]) from ``theta`` with the same norm.
+
+    ``theta_hat = cos(alpha) theta + sin(alpha) |theta| u`` with ``u`` a random unit vector orthogonal to
+    ``theta``. ``alpha = 0`` returns ``theta`` itself.
+    """
+    if alpha == 0:
+        return theta
+    norm = np.linalg.norm(theta)
+    u = rng.normal(size=theta.shape)
+    u -= (u @ theta) / (norm**2) * theta
+    u -= (u @ theta) / (norm**2) * theta  # a second pass makes the orthogonality exact to rounding
+    u /= np.linalg.norm(u)
+    return np.cos(alpha) * theta + np.sin(alpha) * norm * u
+
+
+def omit(fm: FeatureMap, theta: np.ndarray, templates: Sequence[str]) -> np.ndarray:
+    """``theta`` with the blocks of ``templates`` set to zero."""
+    out = theta.copy()
+    for name in templates:
+        if name not in fm.templates:
+            raise ConfigError(
+                "corruption.misspec.omit", name, f"templates of the oracle's linear part {list(fm.templates)}"
+            )
+        out[fm.offsets[fm.templates.index(name)] : fm.offsets[fm.templates.index(name) + 1]] = 0.0
+    return out
+
+
+def length_reward(mdp: TextMDP, lam: float) -> np.ndarray:
+    """Dense ``lambda`` per non-EOS token: ``lambda * length`` summed along any path."""
+    r = np.zeros((mdp.n_states, mdp.n_actions))
+    r[:, mdp.first_token :] = lam
+    return r
+
+
+def project(mdp: TextMDP, r: np.ndarray, templates: Sequence[str]) -> tuple[FeatureMap, np.ndarray]:
+    """Least-squares fit of the returns of ``r`` in the linear class of ``templates``.
+
+    Minimises ``sum_{(x, y)} (R(x, y) - theta . Psi(x, y))^2`` over all complete sequences (min-norm solution
+    when the templates are collinear).
+
+    Returns:
+        ``(feature_map, theta)``.
+    """
+    fm = FeatureMap(mdp, templates)
+    Psi = sequence_features(fm)
+    R = sequence_form(mdp, r)[mdp.terminal_mask()]
+    gram = (Psi.T @ Psi).toarray()
+    theta = np.linalg.lstsq(gram, Psi.T @ R, rcond=None)[0]
+    return fm, theta

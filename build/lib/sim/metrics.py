@@ -1,0 +1,107 @@
+"""Exact metrics of a policy against the oracle (DESIGN section 7).
+
+``optimal_return = max_pi J_{r*}(pi)``, ``oracle_return = J_{r*}(pi_hat)``, ``gap = optimal - oracle``,
+``reference_return = J_{r*}(pi_ref)``, ``normalized_gap = gap / (optimal - reference)``,
+``proxy_return = J_{r_hat}(pi_hat)``, ``reference_proxy_return = J_{r_hat}(pi_ref)``,
+``kl_to_reference = KL(pi_hat || pi_ref)`` (sequence level).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim.mdp import TextMDP
+from sim.solvers import backward_induction, expected_return, kl_divergence, occupancy
+
+
+def optimal_return(mdp: TextMDP, r: np.ndarray) -> float:
+    """``max_pi J_r(pi) = sum_s rho(s) V*(s)``."""
+    V, _ = backward_induction(mdp, r)
+    return float(mdp.initial_dist @ V)
+
+
+def gap_metrics(optimal: float, oracle: float, reference: float) -> dict[str, float | None]:
+    """``optimal_return``, ``oracle_return``, ``reference_return``, ``gap`` and ``normalized_gap``.
+
+    The gap is >= 0 mathematically; the last-bit rounding of two summation orders is clipped. ``normalized_gap``
+    is ``None`` when ``optimal == reference`` (nothing to normalise by).
+    """
+    gap = max(optimal - oracle, 0.0) if optimal - oracle > -1e-9 * max(1.0, abs(optimal)) else optimal - oracle
+    span = optimal - reference
+    return {
+        "optimal_return": optimal,
+        "oracle_return": oracle,
+        "reference_return": reference,
+        "gap": gap,
+        "normalized_gap": gap / span if span > 1e-12 * max(1.0, abs(optimal)) else None,
+    }
+
+
+def exact_metrics(
+    mdp: TextMDP,
+    policy: np.ndarray,
+    oracle_reward: np.ndarray,
+    proxy_reward: np.ndarray,
+    ref_policy: np.ndarray,
+    optimal: float | None = None,
+) -> dict[str, float | None]:
+    """All exact metrics of ``policy``.
+
+    Args:
+        mdp: the world.
+        policy: pi_hat (S, A).
+        oracle_reward: r* (S, A).
+        proxy_reward: r_hat (S, A), the expected reward the agent optimised.
+        ref_policy: pi_ref (S, A).
+        optimal: the optimal oracle return, if already known.
+
+    Returns:
+        A flat dict. ``normalized_gap`` is ``None`` when ``optimal == reference`` (nothing to normalise by).
+    """
+    d = occupancy(mdp, policy)
+    opt = optimal_return(mdp, oracle_reward) if optimal is None else optimal
+    oracle = expected_return(mdp, policy, oracle_reward, d)
+    return {
+        **gap_metrics(opt, oracle, expected_return(mdp, ref_policy, oracle_reward)),
+        "proxy_return": expected_return(mdp, policy, proxy_reward, d),
+        "reference_proxy_return": expected_return(mdp, ref_policy, proxy_reward),
+        "kl_to_reference": kl_divergence(mdp, policy, ref_policy, d),
+    }
+
+
+def reward_distance(true: np.ndarray, proxy: np.ndarray, weights: np.ndarray, prompt: np.ndarray) -> float:
+    """EPIC-style Pearson distance ``sqrt((1 - rho) / 2)`` between two return vectors over complete sequences.
+
+    Returns are first centred within each prompt (a reward model learned from comparisons is identified only
+    up to a per-prompt constant), then ``rho`` is their ``weights``-weighted Pearson correlation. The distance
+    is invariant to positive scaling and per-prompt shifts of either reward: 0 for the same ordering
+    everywhere, 1/sqrt(2) for uncorrelated, 1 for reversed. A constant proxy counts as uncorrelated.
+
+    Args:
+        true, proxy: (n_seq,) returns.
+        weights: (n_seq,) the coverage distribution (need not be normalised).
+        prompt: (n_seq,) prompt of each sequence.
+    """
+    w = weights / weights.sum()
+    mass = np.bincount(prompt, weights=w)
+    safe = np.where(mass > 0, mass, 1.0)
+
+    def centred(x: np.ndarray) -> np.ndarray:
+        return x - (np.bincount(prompt, weights=w * x) / safe)[prompt]
+
+    x, y = centred(true), centred(proxy)
+    vx, vy = w @ (x * x), w @ (y * y)
+    scale = max(1.0, float(np.max(np.abs(true))), float(np.max(np.abs(proxy))))
+    if vx <= 1e-24 * scale**2 or vy <= 1e-24 * scale**2:
+        rho = 0.0
+    else:
+        rho = float(np.clip(w @ (x * y) / np.sqrt(vx * vy), -1.0, 1.0))
+    return float(np.sqrt((1.0 - rho) / 2.0))
+
+
+def per_prompt_gap(mdp: TextMDP, policy: np.ndarray, oracle_reward: np.ndarray) -> np.ndarray:
+    """(P,) optimal minus achieved oracle return, prompt by prompt."""
+    from sim.solvers import policy_values
+
+    P = mdp.n_prompts
+    return backward_induction(mdp, oracle_reward)[0][:P] - policy_values(mdp, policy, oracle_reward)[0][:P]
