@@ -436,3 +436,9 @@ class Config:
             c.misspec.project_to,
             f"[] {why} (the projection is a least-squares fit over enumerated sequences)",
         )
+        check(
+            c.misspec.scope_tokens == 0 and c.misspec.scope_prompts == 1,
+            "corruption.misspec.scope_tokens" if c.misspec.scope_tokens else "corruption.misspec.scope_prompts",
+            c.misspec.scope_tokens or c.misspec.scope_prompts,
+            f"off {why} (a scoped bigram term would depend on the position or prompt: not built)",
+        )

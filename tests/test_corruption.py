@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sim.config import Config, EnvConfig, OracleConfig
+from sim.config import AgentConfig, Config, EnvConfig, OracleConfig
 from sim.corruption import CorruptionConfig, MisspecConfig, NoiseConfig, SparsityConfig, build_channel
 from sim.corruption.misspec import misweight
 from sim.corruption.sparsity import chunked, delivery_mask
@@ -27,6 +27,7 @@ ZERO_STRENGTH = [
     CorruptionConfig(noise=NoiseConfig(sigma=0.0, levels=0, drop=0.0, mode="delivery")),
     CorruptionConfig(noise=NoiseConfig(sigma=0.0, mode="fixed")),
     CorruptionConfig(misspec=MisspecConfig(angle=0.0, omit=[], length_bias=0.0, project_to=[])),
+    CorruptionConfig(misspec=MisspecConfig(scope_tokens=0, scope_prompts=1.0)),
 ]
 
 
@@ -209,6 +210,43 @@ def test_projection_is_the_least_squares_fit():
     )
 
 
+@given(world=st.sampled_from(SMALL_WORLDS), seed=st.integers(0, 1000), k=st.integers(1, 4))
+def test_token_scope_pays_the_first_k_tokens_exactly_and_nothing_after(world, seed, k):
+    m = TextMDP(*world)
+    o = make_oracle(m, "nonlinear", "dense", seed)
+    r_hat = build_channel(m, o, CorruptionConfig(misspec=MisspecConfig(scope_tokens=k))).expected()
+    inside = m.depth < k
+    np.testing.assert_array_equal(r_hat[inside], o.reward[inside])
+    assert np.all(r_hat[~inside] == 0)
+
+
+def test_prompt_scope_leaves_a_gap_only_on_the_prompts_outside_it():
+    from sim.metrics import per_prompt_gap
+
+    cfg = Config()  # 4 prompts
+    w = build_world(cfg.env, cfg.oracle, CorruptionConfig(misspec=MisspecConfig(scope_prompts=0.5)), seed=0)
+    r_hat = w.channel.expected()
+    outside = w.mdp.prompt >= 2
+    assert np.all(r_hat[outside] == 0)
+    np.testing.assert_array_equal(r_hat[~outside], w.oracle.reward[~outside])
+    gaps = per_prompt_gap(w.mdp, optimal_policy(w.mdp, r_hat), w.oracle.reward)
+    assert np.all(gaps[:2] == 0) and np.all(gaps[2:] > 0)  # optimal where the proxy looks, indifferent elsewhere
+
+
+def test_scope_refuses_what_it_cannot_mean():
+    m = TextMDP(2, 4, 3)
+    seq = make_oracle(m, "linear", "sequence", seed=0)
+    with pytest.raises(ConfigError, match="corruption.misspec.scope_tokens"):
+        build_channel(m, seq, CorruptionConfig(misspec=MisspecConfig(scope_tokens=2)))
+    with pytest.raises(ConfigError, match="corruption.misspec.scope_prompts"):
+        Config(
+            env=EnvConfig(compressed=True, reference="uniform"),
+            oracle=OracleConfig(templates=["unigram", "position"]),
+            corruption=CorruptionConfig(misspec=MisspecConfig(scope_prompts=0.5)),
+            agent=AgentConfig(name="exact_planner"),
+        )
+
+
 def test_exact_planner_gap_zero_at_alpha_zero_and_positive_beyond():
     cfg = Config()
     gaps = []
@@ -235,6 +273,8 @@ def test_exact_planner_gap_zero_at_alpha_zero_and_positive_beyond():
         (lambda: MisspecConfig(angle=3.2), "corruption.misspec.angle"),
         (lambda: MisspecConfig(omit=["trigram"]), "corruption.misspec.omit"),
         (lambda: MisspecConfig(project_to=["unigram", "nope"]), "corruption.misspec.project_to"),
+        (lambda: MisspecConfig(scope_tokens=-1), "corruption.misspec.scope_tokens"),
+        (lambda: MisspecConfig(scope_prompts=0.0), "corruption.misspec.scope_prompts"),
     ],
 )
 def test_bad_corruption_values_name_the_key(build, key):

@@ -5,12 +5,15 @@
 * length bias: ``lambda * length`` added (in dense form ``lambda`` per non-EOS token).
 * project: the oracle replaced by its least-squares fit, over all complete sequences with equal weight, in a
   smaller linear class (a list of templates).
+* scope (Pan et al. 2022): the proxy covers only part of the behaviour, the first ``k`` tokens of a response or
+  the first ``ceil(fraction * P)`` prompts, and pays nothing elsewhere.
 
-Order: project, then misweight, then omit, then length bias.
+Order: project, then misweight, then omit, then length bias, then scope.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -71,3 +74,14 @@ def project(mdp: TextMDP, r: np.ndarray, templates: Sequence[str]) -> tuple[Feat
     gram = (Psi.T @ Psi).toarray()
     theta = np.linalg.lstsq(gram, Psi.T @ R, rcond=None)[0]
     return fm, theta
+
+
+def restrict_scope(mdp: TextMDP, r: np.ndarray, tokens: int = 0, prompts: float = 1.0) -> np.ndarray:
+    """``r`` with nothing paid outside the scope: tokens at positions >= ``tokens`` (0 = all in scope) and prompts
+    from ``ceil(prompts * P)`` on."""
+    out = r.copy()
+    if tokens:
+        out[mdp.depth >= tokens] = 0.0
+    if prompts < 1:
+        out[mdp.prompt >= math.ceil(prompts * mdp.n_prompts - 1e-9)] = 0.0
+    return out

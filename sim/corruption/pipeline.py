@@ -2,7 +2,8 @@
 
 Modules compose in a fixed order, each the identity at zero strength:
 
-1. **misspecification** (``project_to``, ``angle``, ``omit``, ``length_bias``): a different reward function;
+1. **misspecification** (``project_to``, ``angle``, ``omit``, ``length_bias``, then the scope ``scope_tokens``,
+   ``scope_prompts``): a different reward function;
 2. **sparsity** (``mode`` = ``none`` | ``terminal`` | ``chunk``): when reward is paid;
 3. **noise** (``sigma``, then ``levels``, then ``drop``; ``mode`` = ``delivery`` | ``fixed``): on each
    paid reward;
@@ -87,6 +88,10 @@ class MisspecConfig:
     """Spurious length bias lambda: the proxy adds lambda * length."""
     project_to: list[str] = field(default_factory=list)
     """Replace the oracle by its least-squares fit in this smaller template class (empty = off)."""
+    scope_tokens: int = 0
+    """Scope (Pan et al. 2022): the proxy pays nothing for tokens at positions >= k (0 = off; dense oracles)."""
+    scope_prompts: float = 1.0
+    """Scope: the proxy covers only the first ceil(fraction * P) prompts and pays nothing on the others."""
 
     def __post_init__(self) -> None:
         check(0 <= self.angle <= math.pi, "corruption.misspec.angle", self.angle, "in [0, pi]")
@@ -95,6 +100,8 @@ class MisspecConfig:
         check(math.isfinite(self.length_bias), "corruption.misspec.length_bias", self.length_bias, "finite")
         if self.project_to:
             check_templates(self.project_to, "corruption.misspec.project_to")
+        check(self.scope_tokens >= 0, "corruption.misspec.scope_tokens", self.scope_tokens, "an integer >= 0 (0 = off)")
+        check(0 < self.scope_prompts <= 1, "corruption.misspec.scope_prompts", self.scope_prompts, "in (0, 1]")
 
 
 @dataclass
@@ -240,7 +247,8 @@ def build_channel(
 def _misspecify(mdp: TextMDP, oracle: Oracle, m: MisspecConfig, rng: np.random.Generator) -> np.ndarray:
     """The misspecified reward in the oracle's form (the oracle's own table when nothing is set)."""
     reweight = m.angle > 0 or bool(m.omit)
-    if not (m.project_to or reweight or m.length_bias != 0):
+    scoped = m.scope_tokens > 0 or m.scope_prompts < 1
+    if not (m.project_to or reweight or m.length_bias != 0 or scoped):
         return oracle.reward
     r = oracle.reward
     if m.project_to:
@@ -258,4 +266,12 @@ def _misspecify(mdp: TextMDP, oracle: Oracle, m: MisspecConfig, rng: np.random.G
         r = rest + fm.reward(theta)
     if m.length_bias != 0:
         r = r + misspec.length_reward(mdp, m.length_bias)
+    if m.scope_tokens or m.scope_prompts < 1:
+        if m.scope_tokens and oracle.form != "dense":
+            raise ConfigError(
+                "corruption.misspec.scope_tokens",
+                m.scope_tokens,
+                "0 with oracle.form=sequence (a sequence-form reward is paid at the end, not token by token)",
+            )
+        r = misspec.restrict_scope(mdp, r, m.scope_tokens, m.scope_prompts)
     return sequence_form(mdp, r) if oracle.form == "sequence" else r
