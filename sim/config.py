@@ -437,6 +437,12 @@ class Config:
             f"[] {why} (the projection is a least-squares fit over enumerated sequences)",
         )
         check(
+            c.misspec.exploit == 0,
+            "corruption.misspec.exploit",
+            c.misspec.exploit,
+            f"0 {why} (the exploit is one whole output, which does not compress)",
+        )
+        check(
             c.misspec.scope_tokens == 0 and c.misspec.scope_prompts == 1,
             "corruption.misspec.scope_tokens" if c.misspec.scope_tokens else "corruption.misspec.scope_prompts",
             c.misspec.scope_tokens or c.misspec.scope_prompts,

@@ -28,6 +28,7 @@ ZERO_STRENGTH = [
     CorruptionConfig(noise=NoiseConfig(sigma=0.0, mode="fixed")),
     CorruptionConfig(misspec=MisspecConfig(angle=0.0, omit=[], length_bias=0.0, project_to=[])),
     CorruptionConfig(misspec=MisspecConfig(scope_tokens=0, scope_prompts=1.0)),
+    CorruptionConfig(misspec=MisspecConfig(exploit=0.0, exploit_length=2)),
 ]
 
 
@@ -233,6 +234,43 @@ def test_prompt_scope_leaves_a_gap_only_on_the_prompts_outside_it():
     assert np.all(gaps[:2] == 0) and np.all(gaps[2:] > 0)  # optimal where the proxy looks, indifferent elsewhere
 
 
+@pytest.mark.parametrize("form", ["dense", "sequence"])
+@pytest.mark.parametrize("length", [None, 0, 2])
+def test_exploit_overrates_exactly_one_bad_output_per_prompt(form, length):
+    from sim.features import terminal_transitions
+
+    m = TextMDP(3, 4, 3)
+    o = make_oracle(m, "nonlinear", form, seed=3)
+    cfg = CorruptionConfig(misspec=MisspecConfig(exploit=0.5, exploit_length=length))
+    r_hat = build_channel(m, o, cfg).expected()
+    s, a = terminal_transitions(m)
+    true, proxy = sequence_form(m, o.reward)[s, a], sequence_form(m, r_hat)[s, a]
+    ends, prompt = m.end_length()[s, a], m.prompt[s]
+    changed = ~np.isclose(proxy, true, rtol=0, atol=1e-12)
+    for p in range(m.n_prompts):
+        mine = np.flatnonzero(prompt == p)
+        cand = mine if length is None else mine[ends[mine] == length]
+        target = cand[np.argmin(true[cand])]
+        assert np.flatnonzero(changed & (prompt == p)).tolist() == [target]  # the one output touched
+        rest = mine[mine != target]
+        assert proxy[target] == pytest.approx(proxy[rest].max() + 0.5 * true.std(), abs=1e-9)
+    pi = optimal_policy(m, r_hat)  # the exact planner falls for it: it returns the worst of those outputs
+    fooled = np.array([true[cand].min() for cand in _candidates(m, ends, prompt, length)])
+    assert expected_return(m, pi, o.reward) == pytest.approx(fooled.mean(), abs=1e-9)
+
+
+def _candidates(m, ends, prompt, length):
+    return [
+        np.flatnonzero((prompt == p) & ((ends == length) if length is not None else True)) for p in range(m.n_prompts)
+    ]
+
+
+def test_exploit_length_must_exist():
+    m = TextMDP(2, 4, 3)
+    with pytest.raises(ConfigError, match="corruption.misspec.exploit_length"):
+        build_channel(m, make_oracle(m), CorruptionConfig(misspec=MisspecConfig(exploit=1.0, exploit_length=7)))
+
+
 def test_scope_refuses_what_it_cannot_mean():
     m = TextMDP(2, 4, 3)
     seq = make_oracle(m, "linear", "sequence", seed=0)
@@ -275,6 +313,8 @@ def test_exact_planner_gap_zero_at_alpha_zero_and_positive_beyond():
         (lambda: MisspecConfig(project_to=["unigram", "nope"]), "corruption.misspec.project_to"),
         (lambda: MisspecConfig(scope_tokens=-1), "corruption.misspec.scope_tokens"),
         (lambda: MisspecConfig(scope_prompts=0.0), "corruption.misspec.scope_prompts"),
+        (lambda: MisspecConfig(exploit=-1.0), "corruption.misspec.exploit"),
+        (lambda: MisspecConfig(exploit_length=-1), "corruption.misspec.exploit_length"),
     ],
 )
 def test_bad_corruption_values_name_the_key(build, key):

@@ -120,6 +120,10 @@ def _break_kl_penalty(t):
     return t.assign(oracle_return=t["oracle_return"] + 20.0 * beta * t["kl_to_reference"])  # the penalty now helps
 
 
+def _break_phase_transition(t):
+    return t.assign(oracle_return=t["proxy_return"])  # the oracle follows the proxy: no collapse anywhere
+
+
 BREAK = {name: globals()[f"_break_{name}"] for name in catalog.NAMES}
 
 

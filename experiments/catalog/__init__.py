@@ -26,6 +26,7 @@ NAMES = (
     "deterministic_preferences",
     "ranking_efficiency",
     "kl_penalty",
+    "phase_transition",
 )
 
 

@@ -7,8 +7,11 @@
   smaller linear class (a list of templates).
 * scope (Pan et al. 2022): the proxy covers only part of the behaviour, the first ``k`` tokens of a response or
   the first ``ceil(fraction * P)`` prompts, and pays nothing elsewhere.
+* exploit (reward hacking): one bad output per prompt, the oracle's worst (of a given length), is overrated until
+  it beats the proxy's best output by a margin. The rarer it is under pi_ref, the more optimisation pressure it
+  takes before a policy finds it.
 
-Order: project, then misweight, then omit, then length bias, then scope.
+Order: project, then misweight, then omit, then length bias, then scope, then the exploit.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sim.errors import ConfigError
-from sim.features import FeatureMap, sequence_features
+from sim.features import FeatureMap, sequence_features, terminal_transitions
 from sim.mdp import TextMDP
 from sim.oracle import sequence_form
 
@@ -84,4 +87,35 @@ def restrict_scope(mdp: TextMDP, r: np.ndarray, tokens: int = 0, prompts: float 
         out[mdp.depth >= tokens] = 0.0
     if prompts < 1:
         out[mdp.prompt >= math.ceil(prompts * mdp.n_prompts - 1e-9)] = 0.0
+    return out
+
+
+def add_exploit(
+    mdp: TextMDP, proxy: np.ndarray, oracle: np.ndarray, margin: float, length: int | None = None
+) -> np.ndarray:
+    """``proxy`` with one exploit per prompt: the oracle-worst complete output (among those of response length
+    ``length``, or all) gets a bonus on its last transition so that its proxy return exceeds the prompt's best other
+    proxy return by ``margin`` standard deviations of the oracle's returns (over all complete outputs). Every other
+    output keeps its proxy return: a last transition belongs to one output only.
+
+    Raises:
+        ConfigError: if no output has that length.
+    """
+    s, a = terminal_transitions(mdp)
+    true = sequence_form(mdp, oracle)[s, a]
+    seen = sequence_form(mdp, proxy)[s, a]
+    ends = mdp.end_length()[s, a]
+    prompt = mdp.prompt[s]
+    unit = float(true.std()) or 1.0
+    out = proxy.copy()
+    for p in range(mdp.n_prompts):
+        mine = prompt == p
+        cand = np.flatnonzero(mine & (ends == length)) if length is not None else np.flatnonzero(mine)
+        if cand.size == 0:
+            lengths = sorted(set(ends[mine].tolist()))
+            raise ConfigError("corruption.misspec.exploit_length", length, f"a response length among {lengths}")
+        target = cand[np.argmin(true[cand])]
+        others = np.flatnonzero(mine)
+        best_other = seen[others[others != target]].max() if others.size > 1 else seen[target]
+        out[s[target], a[target]] += best_other - seen[target] + margin * unit
     return out

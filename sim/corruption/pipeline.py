@@ -3,7 +3,7 @@
 Modules compose in a fixed order, each the identity at zero strength:
 
 1. **misspecification** (``project_to``, ``angle``, ``omit``, ``length_bias``, then the scope ``scope_tokens``,
-   ``scope_prompts``): a different reward function;
+   ``scope_prompts``, then the ``exploit``): a different reward function;
 2. **sparsity** (``mode`` = ``none`` | ``terminal`` | ``chunk``): when reward is paid;
 3. **noise** (``sigma``, then ``levels``, then ``drop``; ``mode`` = ``delivery`` | ``fixed``): on each
    paid reward;
@@ -92,6 +92,11 @@ class MisspecConfig:
     """Scope (Pan et al. 2022): the proxy pays nothing for tokens at positions >= k (0 = off; dense oracles)."""
     scope_prompts: float = 1.0
     """Scope: the proxy covers only the first ceil(fraction * P) prompts and pays nothing on the others."""
+    exploit: float = 0.0
+    """Reward hacking: each prompt's oracle-worst output (of ``exploit_length``) is overrated so that it beats the
+    proxy's best output by this many oracle-return sds (0 = off)."""
+    exploit_length: int | None = None
+    """The response length of the exploited output (None = any length); longer outputs are rarer under pi_ref."""
 
     def __post_init__(self) -> None:
         check(0 <= self.angle <= math.pi, "corruption.misspec.angle", self.angle, "in [0, pi]")
@@ -102,6 +107,18 @@ class MisspecConfig:
             check_templates(self.project_to, "corruption.misspec.project_to")
         check(self.scope_tokens >= 0, "corruption.misspec.scope_tokens", self.scope_tokens, "an integer >= 0 (0 = off)")
         check(0 < self.scope_prompts <= 1, "corruption.misspec.scope_prompts", self.scope_prompts, "in (0, 1]")
+        check(
+            math.isfinite(self.exploit) and self.exploit >= 0,
+            "corruption.misspec.exploit",
+            self.exploit,
+            "a finite number >= 0 (0 = off)",
+        )
+        check(
+            self.exploit_length is None or self.exploit_length >= 0,
+            "corruption.misspec.exploit_length",
+            self.exploit_length,
+            "null (any length) or an integer >= 0",
+        )
 
 
 @dataclass
@@ -248,7 +265,7 @@ def _misspecify(mdp: TextMDP, oracle: Oracle, m: MisspecConfig, rng: np.random.G
     """The misspecified reward in the oracle's form (the oracle's own table when nothing is set)."""
     reweight = m.angle > 0 or bool(m.omit)
     scoped = m.scope_tokens > 0 or m.scope_prompts < 1
-    if not (m.project_to or reweight or m.length_bias != 0 or scoped):
+    if not (m.project_to or reweight or m.length_bias != 0 or scoped or m.exploit > 0):
         return oracle.reward
     r = oracle.reward
     if m.project_to:
@@ -274,4 +291,6 @@ def _misspecify(mdp: TextMDP, oracle: Oracle, m: MisspecConfig, rng: np.random.G
                 "0 with oracle.form=sequence (a sequence-form reward is paid at the end, not token by token)",
             )
         r = misspec.restrict_scope(mdp, r, m.scope_tokens, m.scope_prompts)
+    if m.exploit > 0:
+        r = misspec.add_exploit(mdp, r, oracle.reward, m.exploit, m.exploit_length)
     return sequence_form(mdp, r) if oracle.form == "sequence" else r
