@@ -108,6 +108,11 @@ class MarkovReward:
             return self.row[t, p][None, :]
         return self.bigram[ys] + self.row[t, p]
 
+    def token(self, p: np.ndarray, t: int | np.ndarray, y: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``r(p, t, y, a)`` elementwise: the reward of token ``a`` after ``y`` at position ``t`` of prompt ``p``."""
+        r = self.row[t, p, a]
+        return r + self.bigram[y, a] if self.bigram is not None else r
+
 
 def _end_lengths(world: MarkovWorld, t: int) -> np.ndarray:
     """Int (V,): the response length a token completes at position t, or -1 if it continues."""
@@ -488,8 +493,7 @@ def sample_returns(
     cont = world.continuing()
     for t in range(H):
         a = sample_tokens(policy(t), p, y, rng)
-        r = reward.row[t, p, a] + (reward.bigram[y, a] if reward.bigram is not None else 0.0)
-        total += np.where(alive, r, 0.0)
+        total += np.where(alive, reward.token(p, t, y, a), 0.0)
         alive &= cont[a] & (t < H - 1)
         y = a
         if not alive.any():

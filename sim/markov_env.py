@@ -125,11 +125,9 @@ class MarkovVectorEnv(VectorEnv):
             setup = _setup_from_kwargs(n_prompts, vocab_size, horizon, eos, reference, oracle, corruption, world_seed)
         self.setup = setup
         self.world = world = setup.world
-        if isinstance(corruption, dict) or corruption is None:
-            from sim.world import corruption_from_dict
+        from sim.world import corruption_from_dict
 
-            corruption = corruption_from_dict(corruption)
-        self.corruption = corruption
+        self.corruption = corruption = corruption_from_dict(corruption)
         P, H, V = world.n_prompts, world.horizon, world.vocab_size
         self.num_envs = int(num_envs)
         self.single_observation_space = spaces.MultiDiscrete([P, H + 1, V + 1])
@@ -137,10 +135,10 @@ class MarkovVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._cont = world.continuing()
-        sp = corruption.sparsity if corruption is not None else None
-        self._every = None if sp is None or sp.mode == "none" else (H if sp.mode == "terminal" else sp.chunk)
-        self._budget = 1.0 if sp is None else sp.budget
-        self._sigma = 0.0 if corruption is None else corruption.noise.sigma
+        sp = corruption.sparsity
+        self._every = None if sp.mode == "none" else (H if sp.mode == "terminal" else sp.chunk)
+        self._budget = sp.budget
+        self._sigma = corruption.noise.sigma
         B = self.num_envs
         self._state = np.zeros((B, 3), dtype=np.int64)
         self._pending = np.zeros(B)
@@ -161,11 +159,6 @@ class MarkovVectorEnv(VectorEnv):
         self._done[:] = False
         return self._state.copy(), {}
 
-    @staticmethod
-    def _token_reward(reward: markov.MarkovReward, p, t, y, a) -> np.ndarray:
-        r = reward.row[t, p, a]
-        return r + reward.bigram[y, a] if reward.bigram is not None else r
-
     def step(self, actions):
         B, H = self.num_envs, self.world.horizon
         a = np.asarray(actions, dtype=np.int64).reshape(B)
@@ -173,9 +166,9 @@ class MarkovVectorEnv(VectorEnv):
         s = np.flatnonzero(stepped)
         p, t, y, a_s = self._state[s, 0], self._state[s, 1], self._state[s, 2], a[s]
         rewards, oracle = np.zeros(B), np.zeros(B)
-        oracle[s] = self._token_reward(self.setup.oracle, p, t, y, a_s)
+        oracle[s] = self.setup.oracle.token(p, t, y, a_s)
         ends = ~self._cont[a_s] | (t == H - 1)
-        pending = self._pending[s] + self._token_reward(self.setup.proxy, p, t, y, a_s)
+        pending = self._pending[s] + self.setup.proxy.token(p, t, y, a_s)
         pays = np.ones(s.size, dtype=bool) if self._every is None else ends | ((t + 1) % self._every == 0)
         r = np.where(pays, pending, 0.0)
         self._pending[s] = np.where(pays, 0.0, pending)

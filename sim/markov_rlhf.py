@@ -74,8 +74,7 @@ def sequence_returns(world: markov.MarkovWorld, reward: markov.MarkovReward, seq
         if not live.any():
             break
         aa = np.where(live, a, 0)
-        r = reward.row[t, seqs.prompt, aa] + (reward.bigram[y, aa] if reward.bigram is not None else 0.0)
-        total += np.where(live, r, 0.0)
+        total += np.where(live, reward.token(seqs.prompt, t, y, aa), 0.0)
         y = np.where(live, aa, y)
     return total
 

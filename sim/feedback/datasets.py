@@ -17,7 +17,7 @@ import numpy as np
 
 from sim.errors import ConfigError
 from sim.feedback.sequences import Sequences, SequenceSampler
-from sim.feedback.teachers import Teacher
+from sim.feedback.teachers import Teacher, standardisation
 from sim.solvers import soft_optimal
 
 
@@ -79,10 +79,7 @@ def expert_policy(seqs: Sequences, oracle_reward: np.ndarray, ref_policy: np.nda
     A stand-in for a good supervised model: it writes near-optimal outputs, so data mixed from it and pi_ref cover
     the optimal policy (the coverage condition under which a pessimistic reward model provably helps).
     """
-    returns = seqs.returns(oracle_reward)
-    w = seqs.probs(ref_policy)
-    mean = float(w @ returns)
-    sd = float(np.sqrt(max(w @ (returns - mean) ** 2, 0.0))) or 1.0
+    _, sd = standardisation(seqs.returns(oracle_reward), seqs.probs(ref_policy))
     return soft_optimal(seqs.mdp, oracle_reward, ref_policy, beta * sd)[2]
 
 

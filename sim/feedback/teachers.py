@@ -134,6 +134,14 @@ class Teacher:
         return np.take_along_axis(items, order, axis=1), kept
 
 
+def standardisation(returns: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of ``returns`` under the weights ``probs`` (the sd is 1 if it would be 0)."""
+    w = probs / probs.sum()
+    center = float(w @ returns)
+    scale = float(np.sqrt(max(w @ (returns - center) ** 2, 0.0)))
+    return center, (scale if scale > 1e-12 else 1.0)
+
+
 def make_teacher(
     seqs: Sequences,
     perceived: np.ndarray,
@@ -162,11 +170,7 @@ def make_teacher(
     """
     base = seqs.returns(perceived)
     base_myopic = seqs.returns(perceived, myopia) if myopia < 1 else base
-    w = sampling_probs / sampling_probs.sum()
-    center = float(w @ base)
-    scale = float(np.sqrt(max(w @ (base - center) ** 2, 0.0)))
-    if scale <= 1e-12:
-        scale = 1.0
+    center, scale = standardisation(base, sampling_probs)
     returns, myopic = base[None, :], base_myopic[None, :]
     if annotators > 1:
         if oracle is None or oracle.features is None:
