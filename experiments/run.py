@@ -58,6 +58,21 @@ def one_line(metrics: dict, label: str) -> str:
     return f"{label}: " + " ".join(parts) + f" ({metrics['wall_time_s']:.2f}s)"
 
 
+def execute(config: Config, progress: bool = False):
+    """Run a validated config (no files): the :class:`sim.experiment.RunResult`."""
+    return run(config, progress=progress)
+
+
+def write_outputs(out: Path, config: Config, result) -> None:
+    """Write a run's files into ``out``: ``curve.csv``, ``arrays.npz`` (if asked), then ``metrics.json`` last."""
+    if result.curve:
+        extra = [k for k in result.curve[0] if k not in CURVE_COLUMNS]  # e.g. beta or n along a pressure path
+        write_csv(out / "curve.csv", result.curve, [*CURVE_COLUMNS, *extra])
+    if config.save_arrays:
+        write_npz(out / "arrays.npz", result.arrays)
+    write_json(out / "metrics.json", result.metrics)  # last: its presence marks a finished run
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> dict | None:
     config = validate(cfg)
@@ -72,17 +87,12 @@ def main(cfg: DictConfig) -> dict | None:
 
     log.info("running %s", label)
     try:
-        result = run(config, progress=sys.stderr.isatty() and not sweeping)
+        result = execute(config, progress=sys.stderr.isatty() and not sweeping)
     except ConfigError as e:  # a value that only turns out impossible on the drawn data
         print(f"rmsim: invalid config: {e}", file=sys.stderr)
         sys.exit(2)
 
-    if result.curve:
-        extra = [k for k in result.curve[0] if k not in CURVE_COLUMNS]  # e.g. beta or n along a pressure path
-        write_csv(out / "curve.csv", result.curve, [*CURVE_COLUMNS, *extra])
-    if config.save_arrays:
-        write_npz(out / "arrays.npz", result.arrays)
-    write_json(out / "metrics.json", result.metrics)  # last: its presence marks a finished run
+    write_outputs(out, config, result)
     log.info("metrics: %s", result.metrics)
     if sweeping:
         print(one_line(result.metrics, label), flush=True)

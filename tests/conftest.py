@@ -29,3 +29,13 @@ def random_policy(rng: np.random.Generator, shape: tuple[int, int], sharp: float
     logits = rng.normal(size=shape) * sharp
     w = np.exp(logits - logits.max(axis=1, keepdims=True))
     return w / w.sum(axis=1, keepdims=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` run only with ``RMSIM_SLOW=1`` (they are minutes, not seconds)."""
+    if os.environ.get("RMSIM_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set RMSIM_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
