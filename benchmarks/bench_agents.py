@@ -10,15 +10,15 @@ import numpy as np
 import sim
 from benchmarks.common import record
 from sim.agents import AgentContext, run_agent
+from sim.build import build_setup
 from sim.config import AgentConfig, EnvConfig, OracleConfig
-from sim.world import build_world
 
 
-def plain_q_learning(world, steps: int, rng: np.random.Generator, alpha: float = 0.5, eps: float = 0.1) -> int:
+def plain_q_learning(setup, steps: int, rng: np.random.Generator, alpha: float = 0.5, eps: float = 0.1) -> int:
     """The textbook loop: one ``env.step`` and one Q update per transition."""
-    env = gym.make(sim.ENV_ID, world=world)
-    Q = np.zeros((world.mdp.n_states, world.mdp.n_actions))
-    A = world.mdp.n_actions
+    env = gym.make(sim.ENV_ID, setup=setup)
+    Q = np.zeros((setup.world.n_states, setup.world.n_actions))
+    A = setup.world.n_actions
     obs, _ = env.reset(seed=0)
     for _ in range(steps):
         a = int(rng.integers(A)) if rng.random() < eps else int(Q[obs].argmax())
@@ -30,15 +30,16 @@ def plain_q_learning(world, steps: int, rng: np.random.Generator, alpha: float =
 
 
 def bench_q_learning(episodes: int = 100_000, plain_steps: int = 30_000) -> dict:
-    world = build_world(EnvConfig(), OracleConfig(), None, 0)  # the `small` world
+    setup = build_setup(EnvConfig(), OracleConfig(), None, 0)  # the `small` world
     cfg = AgentConfig(name="q_learning", steps=episodes, batch=1024, checkpoints=2)
-    ctx = AgentContext(world, world.channel.expected(), world.channel, np.random.default_rng(0))
+    channel = setup.channel
+    ctx = AgentContext(setup.world, channel.expected(), channel, setup.oracle, np.random.default_rng(0))
     run_agent(ctx, AgentConfig(name="q_learning", steps=2000, batch=1024, checkpoints=2))  # warm-up
     t0 = time.perf_counter()
     result = run_agent(ctx, cfg)
     batched = result.extra["updates"] / (time.perf_counter() - t0)
     t0 = time.perf_counter()
-    n = plain_q_learning(world, plain_steps, np.random.default_rng(0))
+    n = plain_q_learning(setup, plain_steps, np.random.default_rng(0))
     plain = n / (time.perf_counter() - t0)
     return record(
         "q_learning", batched / plain, 30.0, ">=", batched_updates_per_s=batched, plain_updates_per_s=plain, batch=1024

@@ -9,18 +9,17 @@ import numpy as np
 
 import sim
 from benchmarks.common import record
-from sim.config import EnvConfig, OracleConfig
-from sim.corruption import CorruptionConfig, NoiseConfig
-from sim.world import build_world
+from sim.build import build_setup
+from sim.config import CorruptionConfig, EnvConfig, NoiseConfig, OracleConfig
 
 
 def bench_batched_rollout(batch: int = 1024, batched_steps: int = 400, plain_steps: int = 40_000) -> dict:
     env_cfg = EnvConfig(n_prompts=8, vocab_size=8, horizon=6, reference="bigram")  # the `medium` preset
-    world = build_world(env_cfg, OracleConfig(), CorruptionConfig(noise=NoiseConfig(sigma=0.5)), seed=0)
+    setup = build_setup(env_cfg, OracleConfig(), CorruptionConfig(noise=NoiseConfig(sigma=0.5)), seed=0)
     rng = np.random.default_rng(0)
-    V = world.mdp.vocab_size
+    V = setup.world.vocab_size
 
-    envs = gym.make_vec(sim.ENV_ID, num_envs=batch, world=world)
+    envs = gym.make_vec(sim.ENV_ID, num_envs=batch, setup=setup)
     envs.reset(seed=0)
     actions = rng.integers(0, V, size=(batched_steps, batch))
     t0 = time.perf_counter()
@@ -28,7 +27,7 @@ def bench_batched_rollout(batch: int = 1024, batched_steps: int = 400, plain_ste
         envs.step(a)
     batched = batched_steps * batch / (time.perf_counter() - t0)
 
-    env = gym.make(sim.ENV_ID, world=world)
+    env = gym.make(sim.ENV_ID, setup=setup)
     env.reset(seed=0)
     plain_actions = rng.integers(0, V, size=plain_steps).tolist()
     t0 = time.perf_counter()

@@ -7,13 +7,16 @@ import time
 import numpy as np
 
 from benchmarks.common import median_time, record
-from sim import markov
+from sim.oracle import make_oracle
+from sim.reference import make_reference
+from sim.worlds import MarkovWorld
+from sim.worlds.markov import MaxPlus
 
 
 def bench_markov_dp(repeats: int = 5) -> dict:
-    world = markov.MarkovWorld(1, 1000, 32)
-    reward = markov.make_markov_oracle(world, "linear", 0, templates=("unigram", "position", "bigram", "length"))
-    ref = markov.markov_reference(world, "bigram", np.random.default_rng(1))
+    world = MarkovWorld(1, 1000, 32)
+    reward = make_oracle(world, "linear", "dense", 0, templates=("unigram", "position", "bigram", "length")).reward
+    world.ref = make_reference(world, "bigram", np.random.default_rng(1))
     Q = np.random.default_rng(0).normal(size=(world.vocab_size, world.vocab_size))
 
     def baseline():
@@ -21,9 +24,9 @@ def bench_markov_dp(repeats: int = 5) -> dict:
             Q.max(axis=1)
 
     base = median_time(baseline, repeats)
-    ours = median_time(lambda: markov.optimal_return(world, reward), repeats)
+    ours = median_time(lambda: world.optimal_return(reward), repeats)
     # The same recursion without the screen: H - 1 plain max-plus products over every row of the bigram matrix.
-    product = markov.MaxPlus(reward.bigram[world.first_token : world.vocab_size])
+    product = MaxPlus(reward.bigram[world.first_token : world.vocab_size])
     vec, out = np.zeros(world.vocab_size), np.empty(world.vocab_size - world.first_token)
 
     def unscreened():
@@ -32,7 +35,7 @@ def bench_markov_dp(repeats: int = 5) -> dict:
 
     plain = median_time(unscreened, repeats)
     t0 = time.perf_counter()
-    markov.soft_values(world, reward, ref, 0.1)
+    world.soft_values(reward, 0.1)
     soft = time.perf_counter() - t0
     return record(
         "markov_dp",

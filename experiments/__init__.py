@@ -9,13 +9,13 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 from omegaconf import OmegaConf  # noqa: E402
 
 
-def _job_subdir(override_dirname: str, seed: object) -> str:
+def job_subdir(override_dirname: str, seed: object) -> str:
     """A sweep job's directory name: its overrides, then the seed last."""
     return f"{override_dirname},seed={seed}" if override_dirname else f"seed={seed}"
 
 
 # registered wherever a job may run (the main process, joblib workers, submitit jobs all import this package)
-OmegaConf.register_new_resolver("rmsim_subdir", _job_subdir, replace=True)
+OmegaConf.register_new_resolver("rmsim_subdir", job_subdir, replace=True)
 
 
 def _by_scale(scale: str, paper: object, sanity: object) -> object:

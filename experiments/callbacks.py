@@ -38,7 +38,7 @@ def validate_jobs(config: DictConfig) -> tuple[int, str | None]:
     Returns:
         ``(n_jobs, error)``: the first error as ``"<overrides>: <message>"``, or None.
     """
-    from experiments.run import validate_object
+    from experiments.config import validate_object
 
     jobs = sweep_jobs(config)
     if len(jobs) > MAX_COMBINATIONS:  # too many to compose: each distinct override on its own, and a sample

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from experiments.io import _atomic
+from experiments.io import atomic_write
 
 
 def _value(text: str) -> object:
@@ -91,8 +91,8 @@ def load_curves(dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
 def write_table(df: pd.DataFrame, out: Path) -> tuple[Path, Path]:
     """Write ``table.parquet`` and ``table.csv`` into ``out`` atomically."""
     parquet, csv = out / "table.parquet", out / "table.csv"
-    _atomic(parquet, lambda fh: df.to_parquet(fh, index=False), "wb")
-    _atomic(csv, lambda fh: df.to_csv(fh, index=False), "w")
+    atomic_write(parquet, lambda fh: df.to_parquet(fh, index=False), "wb")
+    atomic_write(csv, lambda fh: df.to_csv(fh, index=False), "w")
     return parquet, csv
 
 

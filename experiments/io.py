@@ -14,7 +14,7 @@ from typing import IO, Any
 import numpy as np
 
 
-def _atomic(path: Path, write: Callable[[IO[Any]], None], mode: str) -> None:
+def atomic_write(path: Path, write: Callable[[IO[Any]], None], mode: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -40,7 +40,7 @@ def _jsonable(v: Any) -> Any:
 def write_json(path: Path, record: Mapping[str, Any]) -> None:
     """Write a flat JSON object atomically (NaN becomes null, so the file is strict JSON)."""
     clean = {k: _jsonable(v) for k, v in record.items()}
-    _atomic(path, lambda fh: fh.write(json.dumps(clean, indent=2, sort_keys=True) + "\n"), "w")
+    atomic_write(path, lambda fh: fh.write(json.dumps(clean, indent=2, sort_keys=True) + "\n"), "w")
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
@@ -51,12 +51,12 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[s
         w.writeheader()
         w.writerows(rows)
 
-    _atomic(path, write, "w")
+    atomic_write(path, write, "w")
 
 
 def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Write a compressed ``.npz`` atomically."""
-    _atomic(path, lambda fh: np.savez_compressed(fh, **arrays), "wb")
+    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays), "wb")
 
 
 def write_figure(path: Path, fig: Any, **savefig_kwargs: Any) -> None:
@@ -66,4 +66,4 @@ def write_figure(path: Path, fig: Any, **savefig_kwargs: Any) -> None:
     """
     fmt = Path(path).suffix.lstrip(".")
     metadata = {"CreationDate": None} if fmt == "pdf" else None
-    _atomic(path, lambda fh: fig.savefig(fh, format=fmt, metadata=metadata, **savefig_kwargs), "wb")
+    atomic_write(path, lambda fh: fig.savefig(fh, format=fmt, metadata=metadata, **savefig_kwargs), "wb")

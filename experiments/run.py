@@ -1,4 +1,4 @@
-"""Hydra entry point: ``python -m experiments.run [overrides]`` (DESIGN section 8).
+"""Hydra entry point: ``python -m experiments.run [overrides]``.
 
 Reads like the algorithm: validate the config, skip a finished run, run, write the outputs, summarise.
 A single run prints a full summary (metrics, and what the policy learned to say); a job of a sweep prints one
@@ -12,39 +12,25 @@ import sys
 from pathlib import Path
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
 
 import experiments  # noqa: F401  (single-threaded BLAS before numpy; registers the subdir resolver)
+from experiments.config import CLIConfig, validate_object
 from experiments.io import write_csv, write_json, write_npz
-from sim.config import Config
+from experiments.report import arrays, summary
 from sim.errors import ConfigError
-from sim.experiment import run, summary
+from sim.run import RunResult, run
 
 log = logging.getLogger("rmsim")
-ConfigStore.instance().store(name="base_config", node=Config)
 
 CURVE_COLUMNS = ("step", "oracle_return", "proxy_return", "kl_to_reference")
 
 
-def validate_object(cfg: DictConfig) -> Config | str:
-    """The checked :class:`Config`, or the error message naming the key, the value and the allowed range."""
-    try:
-        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
-    except ConfigError as e:
-        return str(e)
-    except OmegaConfBaseException as e:  # a ConfigError raised inside a dataclass arrives wrapped
-        cause = e.__cause__ or e.__context__
-        if not isinstance(cause, ConfigError):
-            raise
-        return str(cause)
-
-
-def validate(cfg: DictConfig) -> Config:
-    """:func:`validate_object`, exiting with status 2 on an invalid value."""
+def validate(cfg: DictConfig) -> CLIConfig:
+    """:func:`experiments.config.validate_object`, exiting with status 2 on an invalid value."""
     checked = validate_object(cfg)
     if isinstance(checked, str):
         print(f"rmsim: invalid config: {checked}", file=sys.stderr)
@@ -58,18 +44,43 @@ def one_line(metrics: dict, label: str) -> str:
     return f"{label}: " + " ".join(parts) + f" ({metrics['wall_time_s']:.2f}s)"
 
 
-def execute(config: Config, progress: bool = False):
-    """Run a validated config (no files): the :class:`sim.experiment.RunResult`."""
-    return run(config, progress=progress)
+class ProgressBar:
+    """A tqdm bar driven by the ``progress(done, total)`` callback of :func:`sim.run.run`."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None or self.bar.total != total:
+            self.close()
+            self.bar = tqdm(total=total, leave=False, dynamic_ncols=True, desc="training")
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
-def write_outputs(out: Path, config: Config, result) -> None:
+def execute(config: CLIConfig, progress: bool = False) -> RunResult:
+    """Run a validated config (no files)."""
+    bar = ProgressBar() if progress else None
+    try:
+        return run(config, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def write_outputs(out: Path, config: CLIConfig, result: RunResult) -> None:
     """Write a run's files into ``out``: ``curve.csv``, ``arrays.npz`` (if asked), then ``metrics.json`` last."""
     if result.curve:
         extra = [k for k in result.curve[0] if k not in CURVE_COLUMNS]  # e.g. beta or n along a pressure path
         write_csv(out / "curve.csv", result.curve, [*CURVE_COLUMNS, *extra])
     if config.save_arrays:
-        write_npz(out / "arrays.npz", result.arrays)
+        write_npz(out / "arrays.npz", arrays(result))
     write_json(out / "metrics.json", result.metrics)  # last: its presence marks a finished run
 
 
@@ -97,7 +108,7 @@ def main(cfg: DictConfig) -> dict | None:
     if sweeping:
         print(one_line(result.metrics, label), flush=True)
     else:
-        print(summary(result))
+        print(summary(result, config))
         print(f"\noutputs: {out}")
     return result.metrics
 

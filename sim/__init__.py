@@ -1,7 +1,7 @@
 """rmsim: a reward misspecification simulator for RLHF research (import package ``sim``).
 
-Importing ``sim`` registers the gymnasium ids ``rmsim/TextMDP-v0`` (an enumerated world, with a native vector entry
-point) and ``rmsim/MarkovText-v0`` (a compressed world at language-model scale; vector only: ``make_vec``).
+Importing ``sim`` registers the gymnasium ids ``rmsim/TextMDP-v0`` (an enumerated world) and ``rmsim/MarkovText-v0``
+(a compressed world at language-model scale), each with a natively batched vector entry point (``make_vec``).
 """
 
 from __future__ import annotations
@@ -14,16 +14,10 @@ def _register() -> None:
     import gymnasium
 
     if ENV_ID not in gymnasium.registry:
-        gymnasium.register(
-            id=ENV_ID,
-            entry_point="sim.env:TextMDPEnv",
-            vector_entry_point="sim.env:TextMDPVectorEnv",
-        )
+        gymnasium.register(id=ENV_ID, entry_point="sim.env:TextEnv", vector_entry_point="sim.env:TextVectorEnv")
     if MARKOV_ENV_ID not in gymnasium.registry:
         gymnasium.register(
-            id=MARKOV_ENV_ID,
-            entry_point="sim.markov_env:single_env",
-            vector_entry_point="sim.markov_env:MarkovVectorEnv",
+            id=MARKOV_ENV_ID, entry_point="sim.env:markov_env", vector_entry_point="sim.env:markov_vector_env"
         )
 
 

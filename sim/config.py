@@ -1,42 +1,27 @@
-"""Typed, validated run configuration (plain dataclasses: no hydra here).
+"""The schema of a run: typed dataclasses whose fields carry their meaning and whose ranges are checked on creation.
 
-Each dataclass checks its ranges in ``__post_init__`` and raises :class:`~sim.errors.ConfigError` naming the
-dotted key, so a bad value fails before any work. ``experiments/run.py`` registers :class:`Config` in hydra's
-ConfigStore, which type-checks the YAML; ``OmegaConf.to_object`` then builds these objects and runs
-the checks.
+This module knows no domain code. Each dataclass checks the ranges of its own fields in ``__post_init__`` and
+raises :class:`~sim.errors.ConfigError` naming the dotted key. What needs the domain (template, family and
+reference names, which agents exist and what they can do, what a world kind supports, sizes) is checked by
+:func:`sim.run.check` before any work, from the registries. ``experiments/`` extends :class:`Config` with the
+command line's own keys and registers it in hydra's ConfigStore, which type-checks the YAML.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
-from sim.corruption import CorruptionConfig
-from sim.errors import ConfigError, check
-from sim.features import check_templates
-from sim.mdp import validate_world
-from sim.oracle import FORMS, parse_kind
-from sim.reference import REFERENCES
 
-AGENTS = (
-    "exact_planner",
-    "soft_planner",
-    "q_learning",
-    "policy_gradient",
-    "linear_q",
-    "lspi",
-    "loglinear_pg",
-    "best_of_n",
-    "dpo",
-    "ipo",
-)
-KL_AGENTS = ("soft_planner", "policy_gradient", "loglinear_pg", "dpo", "ipo")
-PREFERENCE_AGENTS = ("dpo", "ipo")
-PIPELINES = ("direct", "rlhf")
-FEEDBACK_KINDS = ("preferences", "ratings", "rankings")
-SAMPLERS = ("reference", "uniform", "policy", "expert")
-REWARD_MODELS = ("tabular", "linear")
-SCALES = ("paper", "sanity")
+def _check(condition: bool, key: str, value: object, allowed: str) -> None:
+    from sim.errors import ConfigError
+
+    if not condition:
+        raise ConfigError(key, value, allowed)
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
 
 
 @dataclass
@@ -59,30 +44,14 @@ class EnvConfig:
     """Never enumerate: solve exactly over (prompt, position, last token). Needs a Markov oracle and reference."""
 
     def __post_init__(self) -> None:
-        try:
-            if self.compressed:
-                check(self.n_prompts >= 1, "n_prompts", self.n_prompts, "an integer >= 1")
-                check(self.vocab_size >= 2, "vocab_size", self.vocab_size, "an integer >= 2")
-                check(self.horizon >= 1, "horizon", self.horizon, "an integer >= 1")
-            else:
-                validate_world(self.n_prompts, self.vocab_size, self.horizon, self.eos)
-        except ConfigError as e:
-            hint = "" if self.compressed else " (or env.compressed=true for a Markov world that is never enumerated)"
-            raise ConfigError(f"env.{e.field}", e.value, e.allowed + hint) from None
-        if self.compressed:
-            check(
-                self.reference in ("uniform", "bigram", "eos_hazard"),
-                "env.reference",
-                self.reference,
-                "uniform, bigram or eos_hazard on a compressed world (softmax draws independent logits per prefix)",
-            )
-        check(self.reference in REFERENCES, "env.reference", self.reference, f"one of {list(REFERENCES)}")
-        check(self.ref_temperature > 0, "env.ref_temperature", self.ref_temperature, "> 0")
-        check(
-            self.eos or self.reference != "eos_hazard",
-            "env.reference",
-            self.reference,
-            "eos_hazard needs env.eos=true",
+        _check(self.n_prompts >= 1, "env.n_prompts", self.n_prompts, "an integer >= 1")
+        _check(self.vocab_size >= 2, "env.vocab_size", self.vocab_size, "an integer >= 2")
+        _check(self.horizon >= 1, "env.horizon", self.horizon, "an integer >= 1")
+        _check(
+            _finite(self.ref_temperature) and self.ref_temperature > 0,
+            "env.ref_temperature",
+            self.ref_temperature,
+            "a finite number > 0",
         )
 
 
@@ -112,18 +81,141 @@ class OracleConfig:
     """Cost of a repeated token: any earlier occurrence (repetition) or the previous token (stutter)."""
 
     def __post_init__(self) -> None:
-        parse_kind(self.kind)
-        check(self.form in FORMS, "oracle.form", self.form, f"one of {list(FORMS)}")
-        check_templates(self.templates, "oracle.templates")
-        check(self.scale > 0, "oracle.scale", self.scale, "> 0")
-        check(self.n_pairs >= 0, "oracle.n_pairs", self.n_pairs, ">= 0")
-        check(self.pair_scale >= 0, "oracle.pair_scale", self.pair_scale, ">= 0")
-        check(self.seq_noise >= 0, "oracle.seq_noise", self.seq_noise, ">= 0")
-        check(
+        _check(_finite(self.scale) and self.scale > 0, "oracle.scale", self.scale, "a finite number > 0")
+        _check(self.n_pairs >= 0, "oracle.n_pairs", self.n_pairs, ">= 0")
+        _check(_finite(self.pair_scale) and self.pair_scale >= 0, "oracle.pair_scale", self.pair_scale, ">= 0")
+        _check(_finite(self.seq_noise) and self.seq_noise >= 0, "oracle.seq_noise", self.seq_noise, ">= 0")
+        _check(
             self.target_length is None or self.target_length >= 1,
             "oracle.target_length",
             self.target_length,
             ">= 1 (and <= env.horizon)",
+        )
+        _check(_finite(self.length_weight), "oracle.length_weight", self.length_weight, "finite")
+        _check(_finite(self.repetition_weight), "oracle.repetition_weight", self.repetition_weight, "finite")
+
+
+@dataclass
+class SparsityConfig:
+    """When the learner receives reward."""
+
+    mode: str = "none"
+    """none (every token), terminal (the return at the episode end) or chunk (every `chunk` tokens)."""
+    chunk: int = 2
+    """Chunk length k of mode=chunk (>= 1)."""
+    budget: float = 1.0
+    """Fraction p in (0, 1] of episodes that carry any reward; the others give 0."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self.mode in ("none", "terminal", "chunk"), "corruption.sparsity.mode", self.mode, "none, terminal or chunk"
+        )
+        _check(self.chunk >= 1, "corruption.sparsity.chunk", self.chunk, "an integer >= 1")
+        _check(0 < self.budget <= 1, "corruption.sparsity.budget", self.budget, "in (0, 1]")
+
+
+@dataclass
+class NoiseConfig:
+    """Noise on each delivered reward."""
+
+    sigma: float = 0.0
+    """Gaussian standard deviation (>= 0)."""
+    levels: int = 0
+    """Likert quantisation to K levels over the clean reward range (0 = off, else >= 2)."""
+    drop: float = 0.0
+    """Probability in [0, 1) that a delivered reward is replaced by 0."""
+    mode: str = "delivery"
+    """delivery (fresh noise each time; expected() unchanged by sigma) or fixed (one persistent draw)."""
+
+    def __post_init__(self) -> None:
+        _check(_finite(self.sigma) and self.sigma >= 0, "corruption.noise.sigma", self.sigma, "a finite number >= 0")
+        _check(self.levels == 0 or self.levels >= 2, "corruption.noise.levels", self.levels, "0 (off) or >= 2")
+        _check(0 <= self.drop < 1, "corruption.noise.drop", self.drop, "in [0, 1)")
+        _check(self.mode in ("delivery", "fixed"), "corruption.noise.mode", self.mode, "delivery or fixed")
+
+    @property
+    def active(self) -> bool:
+        return self.sigma > 0 or self.levels > 0 or self.drop > 0
+
+
+@dataclass
+class MisspecConfig:
+    """A different reward function."""
+
+    angle: float = 0.0
+    """Misweight angle alpha in [0, pi] radians between the proxy's and the oracle's linear weights."""
+    omit: list[str] = field(default_factory=list)
+    """Templates of the oracle's linear part whose weights the proxy drops."""
+    length_bias: float = 0.0
+    """Spurious length bias lambda: the proxy adds lambda * length."""
+    project_to: list[str] = field(default_factory=list)
+    """Replace the oracle by its least-squares fit in this smaller template class (empty = off)."""
+    scope_tokens: int = 0
+    """Scope (Pan et al. 2022): the proxy pays nothing for tokens at positions >= k (0 = off; dense oracles)."""
+    scope_prompts: float = 1.0
+    """Scope: the proxy covers only the first ceil(fraction * P) prompts and pays nothing on the others."""
+    exploit: float = 0.0
+    """Reward hacking: each prompt's oracle-worst output (of ``exploit_length``) is overrated so that it beats the
+    proxy's best output by this many oracle-return sds (0 = off)."""
+    exploit_length: int | None = None
+    """The response length of the exploited output (None = any length); longer outputs are rarer under pi_ref."""
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.angle <= math.pi, "corruption.misspec.angle", self.angle, "in [0, pi]")
+        _check(_finite(self.length_bias), "corruption.misspec.length_bias", self.length_bias, "finite")
+        _check(
+            self.scope_tokens >= 0, "corruption.misspec.scope_tokens", self.scope_tokens, "an integer >= 0 (0 = off)"
+        )
+        _check(0 < self.scope_prompts <= 1, "corruption.misspec.scope_prompts", self.scope_prompts, "in (0, 1]")
+        _check(
+            _finite(self.exploit) and self.exploit >= 0,
+            "corruption.misspec.exploit",
+            self.exploit,
+            "a finite number >= 0 (0 = off)",
+        )
+        _check(
+            self.exploit_length is None or self.exploit_length >= 0,
+            "corruption.misspec.exploit_length",
+            self.exploit_length,
+            "null (any length) or an integer >= 0",
+        )
+
+
+@dataclass
+class CorruptionConfig:
+    """The whole direct pipeline; all modules off by default."""
+
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    misspec: MisspecConfig = field(default_factory=MisspecConfig)
+
+    def describe(self) -> str:
+        """The active settings, e.g. ``"noise.sigma=0.5, sparsity.mode=terminal"``, or ``"none"``."""
+        parts = []
+        for group in ("sparsity", "noise", "misspec"):
+            mine = getattr(self, group)
+            default = type(mine)()
+            for f in fields(mine):
+                value, key = getattr(mine, f.name), f.name
+                if value != getattr(default, key) and not (key == "chunk" and mine.mode != "chunk"):
+                    if not (key == "mode" and group == "noise" and not mine.active):
+                        parts.append(f"{group}.{key}={value}")
+        return ", ".join(parts) or "none"
+
+    @staticmethod
+    def of(d: dict | CorruptionConfig | None) -> CorruptionConfig:
+        """A :class:`CorruptionConfig` from nested dicts such as ``{"noise": {"sigma": 0.5}}``."""
+        from sim.errors import ConfigError
+
+        if d is None or isinstance(d, CorruptionConfig):
+            return d or CorruptionConfig()
+        unknown = set(d) - {"sparsity", "noise", "misspec"}
+        if unknown:
+            raise ConfigError("corruption", sorted(unknown), "keys among sparsity, noise, misspec")
+        return CorruptionConfig(
+            sparsity=SparsityConfig(**d.get("sparsity", {})),
+            noise=NoiseConfig(**d.get("noise", {})),
+            misspec=MisspecConfig(**d.get("misspec", {})),
         )
 
 
@@ -173,36 +265,28 @@ class FeedbackConfig:
     """The shifted evaluation set comes from the oracle's soft optimum at this beta (in return sds)."""
 
     def __post_init__(self) -> None:
-        check(self.kind in FEEDBACK_KINDS, "feedback.kind", self.kind, f"one of {list(FEEDBACK_KINDS)}")
-        check(self.n >= 1, "feedback.n", self.n, "an integer >= 1")
-        check(self.rationality > 0, "feedback.rationality", self.rationality, "> 0 (.inf for a perfect teacher)")
-        check(0 <= self.flip <= 1, "feedback.flip", self.flip, "in [0, 1]")
-        check(0 < self.myopia <= 1, "feedback.myopia", self.myopia, "in (0, 1]")
-        check(self.equal >= 0, "feedback.equal", self.equal, ">= 0")
-        check(self.sigma >= 0, "feedback.sigma", self.sigma, ">= 0")
-        check(self.levels == 0 or self.levels >= 2, "feedback.levels", self.levels, "0 (off) or >= 2")
-        check(self.k >= 2, "feedback.k", self.k, "an integer >= 2")
-        check(self.annotators >= 1, "feedback.annotators", self.annotators, "an integer >= 1")
-        check(
-            0 <= self.annotator_spread <= math.pi,
-            "feedback.annotator_spread",
-            self.annotator_spread,
-            "in [0, pi]",
-        )
-        check(self.sampler in SAMPLERS, "feedback.sampler", self.sampler, f"one of {list(SAMPLERS)}")
-        check(self.rounds >= 1, "feedback.rounds", self.rounds, "an integer >= 1")
-        check(
-            self.rounds == 1 or self.sampler == "policy",
-            "feedback.rounds",
-            self.rounds,
-            "1 unless sampler=policy",
-        )
-        check(self.rounds <= self.n, "feedback.rounds", self.rounds, f"<= feedback.n={self.n}")
-        check(0 < self.prompt_coverage <= 1, "feedback.prompt_coverage", self.prompt_coverage, "in (0, 1]")
-        check(self.n_eval >= 1, "feedback.n_eval", self.n_eval, "an integer >= 1")
-        check(self.shift_beta > 0, "feedback.shift_beta", self.shift_beta, "> 0")
-        check(0 <= self.expert_mix <= 1, "feedback.expert_mix", self.expert_mix, "in [0, 1]")
-        check(self.expert_beta > 0, "feedback.expert_beta", self.expert_beta, "> 0")
+        _check(self.kind in ("preferences", "ratings", "rankings"), "feedback.kind", self.kind,
+               "one of ['preferences', 'ratings', 'rankings']")  # fmt: skip
+        _check(self.n >= 1, "feedback.n", self.n, "an integer >= 1")
+        _check(self.rationality > 0, "feedback.rationality", self.rationality, "> 0 (.inf for a perfect teacher)")
+        _check(0 <= self.flip <= 1, "feedback.flip", self.flip, "in [0, 1]")
+        _check(0 < self.myopia <= 1, "feedback.myopia", self.myopia, "in (0, 1]")
+        _check(_finite(self.equal) and self.equal >= 0, "feedback.equal", self.equal, "a finite number >= 0")
+        _check(_finite(self.sigma) and self.sigma >= 0, "feedback.sigma", self.sigma, "a finite number >= 0")
+        _check(self.levels == 0 or self.levels >= 2, "feedback.levels", self.levels, "0 (off) or >= 2")
+        _check(self.k >= 2, "feedback.k", self.k, "an integer >= 2")
+        _check(self.annotators >= 1, "feedback.annotators", self.annotators, "an integer >= 1")
+        _check(0 <= self.annotator_spread <= math.pi, "feedback.annotator_spread", self.annotator_spread, "in [0, pi]")
+        _check(self.sampler in ("reference", "uniform", "policy", "expert"), "feedback.sampler", self.sampler,
+               "one of ['reference', 'uniform', 'policy', 'expert']")  # fmt: skip
+        _check(self.rounds >= 1, "feedback.rounds", self.rounds, "an integer >= 1")
+        _check(self.rounds == 1 or self.sampler == "policy", "feedback.rounds", self.rounds, "1 unless sampler=policy")
+        _check(self.rounds <= self.n, "feedback.rounds", self.rounds, f"<= feedback.n={self.n}")
+        _check(0 < self.prompt_coverage <= 1, "feedback.prompt_coverage", self.prompt_coverage, "in (0, 1]")
+        _check(self.n_eval >= 1, "feedback.n_eval", self.n_eval, "an integer >= 1")
+        _check(_finite(self.shift_beta) and self.shift_beta > 0, "feedback.shift_beta", self.shift_beta, "> 0")
+        _check(0 <= self.expert_mix <= 1, "feedback.expert_mix", self.expert_mix, "in [0, 1]")
+        _check(_finite(self.expert_beta) and self.expert_beta > 0, "feedback.expert_beta", self.expert_beta, "> 0")
 
 
 @dataclass
@@ -227,27 +311,29 @@ class RewardModelConfig:
     """Stopping tolerance of L-BFGS-B on the projected gradient of the mean loss."""
 
     def __post_init__(self) -> None:
-        check(self.name in REWARD_MODELS, "reward_model.name", self.name, f"one of {list(REWARD_MODELS)}")
-        check_templates(self.templates, "reward_model.templates")
-        check(self.prior_scale > 0, "reward_model.prior_scale", self.prior_scale, "> 0")
-        check(self.ensemble >= 0, "reward_model.ensemble", self.ensemble, "an integer >= 0")
-        check(self.pessimism >= 0, "reward_model.pessimism", self.pessimism, ">= 0")
-        check(self.rating_sigma > 0, "reward_model.rating_sigma", self.rating_sigma, "> 0")
-        check(
+        _check(self.name in ("tabular", "linear"), "reward_model.name", self.name, "one of ['tabular', 'linear']")
+        _check(_finite(self.prior_scale) and self.prior_scale > 0, "reward_model.prior_scale", self.prior_scale, "> 0")
+        _check(self.ensemble >= 0, "reward_model.ensemble", self.ensemble, "an integer >= 0")
+        _check(_finite(self.pessimism) and self.pessimism >= 0, "reward_model.pessimism", self.pessimism, ">= 0")
+        _check(
+            _finite(self.rating_sigma) and self.rating_sigma > 0, "reward_model.rating_sigma", self.rating_sigma, "> 0"
+        )
+        _check(
             self.ranking_likelihood in ("plackett_luce", "pairs"),
             "reward_model.ranking_likelihood",
             self.ranking_likelihood,
             "plackett_luce or pairs",
         )
-        check(self.tol > 0, "reward_model.tol", self.tol, "> 0")
+        _check(_finite(self.tol) and self.tol > 0, "reward_model.tol", self.tol, "a finite number > 0")
 
 
 @dataclass
 class AgentConfig:
-    """The optimiser of the proxy reward (see ``sim/agents``)."""
+    """The optimiser of the proxy reward (see ``sim/agents``; the registry says which agents exist)."""
 
     name: str = "soft_planner"
-    """exact_planner, soft_planner, q_learning, policy_gradient, linear_q, lspi, loglinear_pg, best_of_n, dpo, ipo."""
+    """exact_planner, soft_planner, q_learning, policy_gradient, linear_q, lspi, loglinear_pg, best_of_n, dpo, ipo,
+    or any registered agent."""
     beta: float = 0.1
     """KL coefficient of soft_planner, policy_gradient, loglinear_pg, dpo and ipo (> 0)."""
     n: int = 4
@@ -281,40 +367,38 @@ class AgentConfig:
     path_max_beta down to agent.beta, or n from 1 up to agent.n (``checkpoints`` points). Learning agents' curves
     are their training checkpoints already."""
     path_max_beta: float = 100.0
-    """The weakest pressure (largest beta) of a beta path."""
+    """The weakest pressure (largest beta) of a beta path (only with path=true)."""
+    samples: int = 4096
+    """best_of_n on a world that cannot list its sequences: reference samples per prompt it chooses among."""
 
     def __post_init__(self) -> None:
-        check(self.name in AGENTS, "agent.name", self.name, f"one of {list(AGENTS)}")
-        check(0 < self.beta < float("inf"), "agent.beta", self.beta, "a finite number > 0")
-        check(self.n >= 1, "agent.n", self.n, "an integer >= 1")
-        check(self.steps >= 1, "agent.steps", self.steps, "an integer >= 1")
-        check(0 < self.lr < float("inf"), "agent.lr", self.lr, "a finite number > 0")
-        check(0 <= self.lr_decay <= 1, "agent.lr_decay", self.lr_decay, "in [0, 1]")
-        check(0 <= self.epsilon <= 1, "agent.epsilon", self.epsilon, "in [0, 1]")
-        check(
+        _check(_finite(self.beta) and self.beta > 0, "agent.beta", self.beta, "a finite number > 0")
+        _check(self.n >= 1, "agent.n", self.n, "an integer >= 1")
+        _check(self.steps >= 1, "agent.steps", self.steps, "an integer >= 1")
+        _check(_finite(self.lr) and self.lr > 0, "agent.lr", self.lr, "a finite number > 0")
+        _check(0 <= self.lr_decay <= 1, "agent.lr_decay", self.lr_decay, "in [0, 1]")
+        _check(0 <= self.epsilon <= 1, "agent.epsilon", self.epsilon, "in [0, 1]")
+        _check(
             self.exploration in ("epsilon", "boltzmann"), "agent.exploration", self.exploration, "epsilon or boltzmann"
         )
-        check(self.temperature > 0, "agent.temperature", self.temperature, "> 0")
-        check(self.batch >= 1, "agent.batch", self.batch, "an integer >= 1")
-        check(self.mode in ("exact", "sampled"), "agent.mode", self.mode, "exact or sampled")
-        check_templates(self.templates, "agent.templates")
-        check(self.policy in ("tabular", "loglinear"), "agent.policy", self.policy, "tabular or loglinear")
-        check(self.checkpoints >= 2, "agent.checkpoints", self.checkpoints, "an integer >= 2")
-        check(
-            self.mode != "exact" or not self.natural or self.name != "policy_gradient" or self.lr * self.beta <= 1,
-            "agent.lr",
-            self.lr,
-            f"<= 1/agent.beta = {1 / self.beta:.4g} for the exact natural policy gradient (it diverges beyond)",
-        )
-        check(self.path_max_beta >= self.beta, "agent.path_max_beta", self.path_max_beta, f">= agent.beta={self.beta}")
-
-
-COMPRESSED_AGENTS = ("exact_planner", "soft_planner", "loglinear_pg", "linear_q")
+        _check(_finite(self.temperature) and self.temperature > 0, "agent.temperature", self.temperature, "> 0")
+        _check(self.batch >= 1, "agent.batch", self.batch, "an integer >= 1")
+        _check(self.mode in ("exact", "sampled"), "agent.mode", self.mode, "exact or sampled")
+        _check(self.policy in ("tabular", "loglinear"), "agent.policy", self.policy, "tabular or loglinear")
+        _check(self.checkpoints >= 2, "agent.checkpoints", self.checkpoints, "an integer >= 2")
+        _check(self.samples >= 2, "agent.samples", self.samples, "an integer >= 2")
+        if self.path:
+            _check(
+                _finite(self.path_max_beta) and self.path_max_beta >= self.beta,
+                "agent.path_max_beta",
+                self.path_max_beta,
+                f">= agent.beta={self.beta} (the path runs from path_max_beta down to beta)",
+            )
 
 
 @dataclass
 class Config:
-    """One run."""
+    """One run: the world, its rewards, the feedback, the reward model and the agent, and one seed."""
 
     env: EnvConfig = field(default_factory=EnvConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
@@ -322,129 +406,19 @@ class Config:
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
-    name: str = "adhoc"
-    """The experiment's name: sweeps are written to results/sweeps/<name>/<timestamp>/."""
     seed: int = 0
     """Root seed; world, oracle, corruption, feedback and agent draw from independent child streams."""
     pipeline: str = "direct"
     """direct (corrupt the oracle signal) or rlhf (fit a reward model to simulated feedback; the corruption
     pipeline then defines the reward the annotators perceive)."""
-    scale: str = "paper"
-    """paper or sanity (named experiments shrink at sanity scale)."""
-    save_arrays: bool = False
-    """Write arrays.npz (DESIGN section 9)."""
 
     def __post_init__(self) -> None:
-        check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        check(self.pipeline in PIPELINES, "pipeline", self.pipeline, f"one of {list(PIPELINES)}")
-        check(self.scale in SCALES, "scale", self.scale, f"one of {list(SCALES)}")
-        if self.agent.name in PREFERENCE_AGENTS:
-            check(
-                self.pipeline == "rlhf" and self.feedback.kind == "preferences",
-                "agent.name",
-                self.agent.name,
-                f"{self.agent.name} only with pipeline=rlhf and feedback.kind=preferences (it learns from preference "
-                "data)",
-            )
-        if self.env.compressed:
-            self._check_compressed()
+        _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        _check(self.pipeline in ("direct", "rlhf"), "pipeline", self.pipeline, "one of ['direct', 'rlhf']")
         if self.oracle.target_length is not None:
-            check(
+            _check(
                 self.oracle.target_length <= self.env.horizon,
                 "oracle.target_length",
                 self.oracle.target_length,
                 f"in [1, env.horizon={self.env.horizon}]",
             )
-
-    def _check_compressed(self) -> None:
-        """A compressed world supports what keeps every quantity a function of (prompt, position, last token)."""
-        from sim.markov import MARKOV_ORACLES, MARKOV_TEMPLATES
-
-        why = "on a compressed world (env.compressed=true)"
-        for family in self.oracle.kind.split("+"):
-            check(
-                family.strip() in MARKOV_ORACLES,
-                "oracle.kind",
-                self.oracle.kind,
-                f"families {list(MARKOV_ORACLES)} {why}: {family.strip()} depends on the whole prefix",
-            )
-        for name in self.oracle.templates:
-            check(
-                name in MARKOV_TEMPLATES,
-                "oracle.templates",
-                name,
-                f"Markov templates {list(MARKOV_TEMPLATES)} {why}: {name} looks beyond the last token",
-            )
-        check(
-            self.agent.name in COMPRESSED_AGENTS,
-            "agent.name",
-            self.agent.name,
-            f"one of {list(COMPRESSED_AGENTS)} {why} (other learners on compressed worlds are not built yet)",
-        )
-        if self.agent.name == "loglinear_pg":
-            check(self.agent.mode == "sampled", "agent.mode", self.agent.mode, f"sampled for loglinear_pg {why}")
-            for name in self.agent.templates:
-                check(
-                    name in ("unigram", "position", "bigram", "prompt"),
-                    "agent.templates",
-                    name,
-                    f"unigram, position, bigram or prompt for loglinear_pg {why}",
-                )
-        if self.pipeline == "rlhf":  # preferences on sampled pairs, a linear model over Markov templates
-            f, r = self.feedback, self.reward_model
-            check(f.kind == "preferences", "feedback.kind", f.kind, f"preferences {why}")
-            check(f.sampler == "reference" and f.rounds == 1, "feedback.sampler", f.sampler, f"reference {why}")
-            check(
-                f.annotators == 1 and f.myopia == 1.0,
-                "feedback.annotators",
-                f.annotators,
-                f"1, with feedback.myopia = 1, {why}",
-            )
-            check(r.name == "linear", "reward_model.name", r.name, f"linear {why} (a table over ~V^H sequences)")
-            for name in r.templates:
-                check(
-                    name in MARKOV_TEMPLATES,
-                    "reward_model.templates",
-                    name,
-                    f"Markov templates {list(MARKOV_TEMPLATES)} {why}",
-                )
-            check(r.ensemble <= 1 and r.pessimism == 0, "reward_model.pessimism", r.pessimism, f"0 {why}")
-        check(not self.save_arrays, "save_arrays", self.save_arrays, f"false {why}: S is never enumerated")
-        from sim.markov import check_bigram_size
-
-        V = self.env.vocab_size
-        if "stutter" in self.oracle.kind:
-            check_bigram_size(V, "oracle.kind", self.oracle.kind)
-        if "linear" in self.oracle.kind and "bigram" in self.oracle.templates:
-            check_bigram_size(V, "oracle.templates", "bigram")
-        if self.env.reference == "bigram":
-            check_bigram_size(V, "env.reference", "bigram")
-        if self.agent.name in ("loglinear_pg", "linear_q") and "bigram" in self.agent.templates:
-            check_bigram_size(V, "agent.templates", "bigram")
-        if self.pipeline == "rlhf" and "bigram" in self.reward_model.templates:
-            check_bigram_size(V, "reward_model.templates", "bigram")
-        c = self.corruption
-        check(
-            c.noise.mode == "delivery" and c.noise.levels == 0 and c.noise.drop == 0,
-            "corruption.noise.mode",
-            c.noise.mode,
-            f"delivery noise with sigma only {why} (per-sequence noise, Likert levels and drops are not built here)",
-        )
-        check(
-            not c.misspec.project_to,
-            "corruption.misspec.project_to",
-            c.misspec.project_to,
-            f"[] {why} (the projection is a least-squares fit over enumerated sequences)",
-        )
-        check(
-            c.misspec.exploit == 0,
-            "corruption.misspec.exploit",
-            c.misspec.exploit,
-            f"0 {why} (the exploit is one whole output, which does not compress)",
-        )
-        check(
-            c.misspec.scope_tokens == 0 and c.misspec.scope_prompts == 1,
-            "corruption.misspec.scope_tokens" if c.misspec.scope_tokens else "corruption.misspec.scope_prompts",
-            c.misspec.scope_tokens or c.misspec.scope_prompts,
-            f"off {why} (a scoped bigram term would depend on the position or prompt: not built)",
-        )

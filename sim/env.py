@@ -1,8 +1,9 @@
-"""Gymnasium environments over a text-MDP and a reward channel.
+"""Gymnasium environments over any world and reward channel (written once for both world kinds).
 
-``gymnasium.make("rmsim/TextMDP-v0", ...)`` gives :class:`TextMDPEnv`;
-``gymnasium.make_vec("rmsim/TextMDP-v0", num_envs=B, ...)`` gives the natively batched
-:class:`TextMDPVectorEnv`, which steps all B episodes with a few numpy indexing operations.
+``gymnasium.make("rmsim/TextMDP-v0", ...)`` gives :class:`TextEnv` on an enumerated world and
+``gymnasium.make_vec("rmsim/TextMDP-v0", num_envs=B, ...)`` the natively batched :class:`TextVectorEnv`, which steps
+all ``B`` episodes with a few numpy indexing operations; ``rmsim/MarkovText-v0`` is the same pair on a compressed
+Markov world at language-model scale. Learners of :mod:`sim.agents` roll out in :class:`TextVectorEnv`.
 """
 
 from __future__ import annotations
@@ -15,78 +16,71 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from sim.config import EnvConfig, OracleConfig
-from sim.corruption import CorruptionConfig
+from sim.build import Setup, build_setup, check_setup
+from sim.config import CorruptionConfig, EnvConfig, OracleConfig
 from sim.errors import check
-from sim.mdp import TextMDP
-from sim.world import World, build_world, corruption_from_dict
 
-OBS_MODES = ("state", "tokens")
+OBS_MODES = ("state", "tokens", "markov")
 
 
-def _world(
-    world: World | None,
+def setup_from_kwargs(
+    compressed: bool,
     n_prompts: int,
     vocab_size: int,
     horizon: int,
     eos: bool,
+    reference: str,
+    ref_temperature: float,
     oracle: dict | None,
     corruption: dict | CorruptionConfig | None,
     world_seed: int,
-) -> World:
-    if world is not None:
-        return world
-    env_cfg = EnvConfig(n_prompts=n_prompts, vocab_size=vocab_size, horizon=horizon, eos=eos)
-    return build_world(env_cfg, OracleConfig(**(oracle or {})), corruption_from_dict(corruption), world_seed)
-
-
-def token_table(mdp: TextMDP) -> np.ndarray:
-    """Int64 (S, H + 2): ``[prompt, tokens padded with V, length]`` for every decision state."""
-    H, V = mdp.horizon, mdp.vocab_size
-    table = np.full((mdp.n_states, H + 2), V, dtype=np.int64)
-    table[:, 0] = mdp.prompt
-    table[:, H + 1] = mdp.depth
-    for t in range(1, H):
-        clo, chi = mdp.level(t)
-        parents = np.repeat(np.arange(*mdp.level(t - 1)), mdp.branching)
-        table[clo:chi, 1:t] = table[parents, 1:t]
-        table[clo:chi, t] = mdp.last_token[clo:chi]
-    return table
+) -> Setup:
+    """The setup of the envs' keyword arguments (validated like a run's config)."""
+    env = EnvConfig(n_prompts, vocab_size, horizon, eos, reference, ref_temperature, compressed)
+    oracle_cfg = OracleConfig(**(oracle or {}))
+    corruption_cfg = CorruptionConfig.of(corruption)
+    track = check_setup(env, oracle_cfg, corruption_cfg)
+    return build_setup(env, oracle_cfg, corruption_cfg, world_seed, track)
 
 
 class _Spec:
-    """What both environments share: the world, its spaces and the token observation table."""
+    """What both environments share: the setup, its spaces and observations."""
 
-    def _setup(self, world: World, obs_mode: str) -> None:
+    def _init_spec(self, setup: Setup, obs_mode: str) -> None:
         check(obs_mode in OBS_MODES, "obs_mode", obs_mode, f"one of {list(OBS_MODES)}")
-        self.world = world
-        self.mdp = world.mdp
+        self.setup = setup
+        self.world = w = setup.world
         self.obs_mode = obs_mode
-        self._next = world.mdp.next_state
-        self._oracle = world.oracle.reward
-        H, V, P = self.mdp.horizon, self.mdp.vocab_size, self.mdp.n_prompts
+        H, V, P = w.horizon, w.vocab_size, w.n_prompts
         if obs_mode == "state":
-            self._single_obs_space = spaces.Discrete(self.mdp.n_states)
-        else:
+            self._single_obs_space = spaces.Discrete(w.n_states)
+        elif obs_mode == "tokens":
+            self._tokens = w.token_table()
             self._single_obs_space = spaces.MultiDiscrete([P] + [V + 1] * H + [H + 1])
-            self._tokens = token_table(self.mdp)
+        else:
+            self._single_obs_space = spaces.MultiDiscrete([P, H + 1, V + 1])
         self._single_act_space = spaces.Discrete(V)
 
-    def _obs(self, states: np.ndarray, final_actions: np.ndarray | None = None) -> np.ndarray:
-        """Observations of ``states``; with ``final_actions``, of the completed sequences instead."""
+    def _obs(self, states: np.ndarray, last: np.ndarray, final_actions: np.ndarray | None = None) -> np.ndarray:
+        """Observations of ``states`` (``last``: each slot's last token, ``V`` at the start); with ``final_actions``,
+        of the completed sequences instead."""
+        w = self.world
         if self.obs_mode == "state":
-            return states
-        obs = self._tokens[states]
-        if final_actions is not None:
-            mdp = self.mdp
-            rows = np.flatnonzero(~(mdp.eos & (final_actions == 0)))  # EOS is not written into the response
-            d = mdp.depth[states[rows]]
-            obs[rows, 1 + d] = final_actions[rows]
-            obs[rows, -1] = d + 1
-        return obs
+            return states.copy()
+        if self.obs_mode == "tokens":
+            obs = self._tokens[states]
+            if final_actions is not None:
+                rows = np.flatnonzero(~(w.eos & (final_actions == 0)))  # EOS is not written into the response
+                d = w.depth[states[rows]]
+                obs[rows, 1 + d] = final_actions[rows]
+                obs[rows, -1] = d + 1
+            return obs
+        t = w.depth[states] + (0 if final_actions is None else 1)
+        y = last if final_actions is None else final_actions
+        return np.stack([w.prompt[states], t, y], axis=1).astype(np.int64)
 
 
-class TextMDPEnv(gym.Env, _Spec):
+class TextEnv(gym.Env, _Spec):
     """A prompt, then one token per step until EOS or the horizon.
 
     ## Description
@@ -98,28 +92,31 @@ class TextMDPEnv(gym.Env, _Spec):
     ``Discrete(V)``: the token to emit. With ``eos=True`` token 0 is EOS.
 
     ## Observation Space
-    * ``obs_mode="state"``: ``Discrete(S)``, the index of the prefix in the enumerated tree.
-    * ``obs_mode="tokens"``: ``MultiDiscrete([P, V+1, ..., V+1, H+1])``: the prompt id, the ``H`` token slots
-      padded with ``V``, and the current length.
+    * ``obs_mode="state"``: ``Discrete(S)``, the index of the state (a prefix in the enumerated tree; a
+      (prompt, position, last token) triple in a compressed world).
+    * ``obs_mode="tokens"`` (enumerated worlds): ``MultiDiscrete([P, V+1, ..., V+1, H+1])``: the prompt id, the
+      ``H`` token slots padded with ``V``, and the current length.
+    * ``obs_mode="markov"``: ``MultiDiscrete([P, H+1, V+1])``: prompt, position, last token (``V`` at the start).
 
     ## Starting State
     A prompt drawn uniformly, with an empty response.
 
     ## Reward
-    The reward channel's sample for ``(s, a)``: the oracle reward at zero corruption.
+    The reward channel's payment for ``(s, a)``: the oracle reward at zero corruption.
 
     ## Episode End
     Terminated when EOS is emitted or the ``H``-th token is emitted. The final observation is the last prefix
-    (``state``) or the completed response (``tokens``). Never truncated: the horizon is part of the task.
+    (``state``), the completed response (``tokens``) or ``[prompt, length, last token]`` (``markov``). Never
+    truncated: the horizon is part of the task.
 
     ## Arguments
-    * ``n_prompts``, ``vocab_size``, ``horizon``, ``eos``: the world size.
+    * ``n_prompts``, ``vocab_size``, ``horizon``, ``eos``, ``reference``, ``ref_temperature``: the world.
     * ``oracle``: keyword arguments of :class:`sim.config.OracleConfig`, e.g. ``{"kind": "nonlinear"}``.
-    * ``corruption``: nested dict or :class:`sim.corruption.CorruptionConfig`, e.g.
+    * ``corruption``: nested dict or :class:`sim.config.CorruptionConfig`, e.g.
       ``{"sparsity": {"mode": "terminal"}, "noise": {"sigma": 0.5}}``.
     * ``world_seed``: draws the oracle and the corruption (the same world as ``experiments.run seed=...``).
-    * ``obs_mode``: ``state`` or ``tokens``.
-    * ``world``: a prebuilt :class:`sim.world.World` (overrides the size, oracle and corruption arguments).
+    * ``obs_mode``: ``state``, ``tokens`` or ``markov``.
+    * ``setup``: a prebuilt :class:`sim.build.Setup` (overrides the world, oracle and corruption arguments).
 
     Example:
         >>> import gymnasium as gym, sim
@@ -138,62 +135,79 @@ class TextMDPEnv(gym.Env, _Spec):
         vocab_size: int = 4,
         horizon: int = 3,
         eos: bool = True,
+        reference: str = "uniform",
+        ref_temperature: float = 1.0,
         oracle: dict | None = None,
         corruption: dict | CorruptionConfig | None = None,
         world_seed: int = 0,
         obs_mode: str = "state",
         render_mode: str | None = None,
-        world: World | None = None,
+        setup: Setup | None = None,
+        compressed: bool = False,
     ):
-        self._setup(_world(world, n_prompts, vocab_size, horizon, eos, oracle, corruption, world_seed), obs_mode)
+        if setup is None:
+            setup = setup_from_kwargs(compressed, n_prompts, vocab_size, horizon, eos, reference, ref_temperature,
+                                      oracle, corruption, world_seed)  # fmt: skip
+        self._init_spec(setup, obs_mode)
         self.observation_space = self._single_obs_space
         self.action_space = self._single_act_space
         self.render_mode = render_mode
         self._state = -1
+        self._last_token = self.world.vocab_size
+        self._pending = np.zeros(1)
         self._carries: np.ndarray | None = None
         self._last: tuple[int, int] | None = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         rng = self.np_random
-        self._state = int(rng.choice(self.mdp.n_prompts, p=self.mdp.initial_dist[: self.mdp.n_prompts]))
-        self._carries = self.world.channel.episode_flags(1, rng)
+        P = self.world.n_prompts
+        self._state = int(rng.choice(P, p=np.full(P, 1.0 / P)))
+        self._last_token = self.world.vocab_size
+        self._pending[:] = 0.0
+        self._carries = self.setup.channel.episode_flags(1, rng)
         self._last = None
-        return self._obs(np.array([self._state]))[0], {"state": self._state}
+        return self._obs(np.array([self._state]), np.array([self._last_token]))[0], {"state": self._state}
 
     def step(self, action):
         if self._state < 0:
             raise RuntimeError("call reset() before step(): the episode has ended or not started")
+        w = self.world
         s, a = self._state, int(action)
         states, actions = np.array([s]), np.array([a])
-        reward = float(self.world.channel.sample(states, actions, self.np_random, self._carries)[0])
-        nxt = int(self._next[s, a])
+        nxt = int(w.next_state(states, actions)[0])
         terminated = nxt < 0
-        info = {"oracle_reward": float(self._oracle[s, a]), "state": s}
+        reward = float(
+            self.setup.channel.pay(
+                self._pending, states, actions, w.depth[states], np.array([terminated]), self.np_random, self._carries
+            )[0]
+        )
+        info = {"oracle_reward": float(self.setup.oracle.reward.at(states, actions)[0]), "state": s}
         self._last = (s, a)
         if terminated:
-            obs = self._obs(states, actions)[0]
+            obs = self._obs(states, np.array([self._last_token]), actions)[0]
             self._state = -1
         else:
             self._state = nxt
-            obs = self._obs(np.array([nxt]))[0]
+            self._last_token = a
+            obs = self._obs(np.array([nxt]), np.array([a]))[0]
         return obs, reward, terminated, False, info
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
             return None
         if self._state >= 0:
-            return self.mdp.format_sequence(self._state)
-        return self.mdp.format_sequence(*self._last) if self._last else "(not started)"
+            return self.world.format(self._state)
+        return self.world.format(*self._last) if self._last else "(not started)"
 
 
-class TextMDPVectorEnv(VectorEnv, _Spec):
-    """``num_envs`` independent episodes of :class:`TextMDPEnv`, stepped together with numpy indexing.
+class TextVectorEnv(VectorEnv, _Spec):
+    """``num_envs`` independent episodes of :class:`TextEnv`, stepped together with numpy indexing.
 
     Next-step autoreset (``metadata["autoreset_mode"]``): after an episode terminates, the next ``step``
     ignores that slot's action, starts a new episode there and returns its first observation with reward 0.
     ``infos["oracle_reward"]`` carries the true reward of every slot (``infos["_oracle_reward"]`` marks
-    the slots that really stepped). Same arguments as :class:`TextMDPEnv`, plus ``num_envs``.
+    the slots that really stepped). Same arguments as :class:`TextEnv`, plus ``num_envs``.
 
     Example:
         >>> import gymnasium as gym, numpy as np, sim
@@ -213,59 +227,106 @@ class TextMDPVectorEnv(VectorEnv, _Spec):
         vocab_size: int = 4,
         horizon: int = 3,
         eos: bool = True,
+        reference: str = "uniform",
+        ref_temperature: float = 1.0,
         oracle: dict | None = None,
         corruption: dict | CorruptionConfig | None = None,
         world_seed: int = 0,
         obs_mode: str = "state",
-        world: World | None = None,
+        setup: Setup | None = None,
+        compressed: bool = False,
     ):
         check(num_envs >= 1, "num_envs", num_envs, ">= 1")
-        self._setup(_world(world, n_prompts, vocab_size, horizon, eos, oracle, corruption, world_seed), obs_mode)
+        if setup is None:
+            setup = setup_from_kwargs(compressed, n_prompts, vocab_size, horizon, eos, reference, ref_temperature,
+                                      oracle, corruption, world_seed)  # fmt: skip
+        self._init_spec(setup, obs_mode)
         self.num_envs = int(num_envs)
         self.single_observation_space = self._single_obs_space
         self.single_action_space = self._single_act_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._states = np.zeros(self.num_envs, dtype=np.int64)
-        self._done = np.zeros(self.num_envs, dtype=bool)
+        B = self.num_envs
+        self._states = np.zeros(B, dtype=np.int64)
+        self._last_tokens = np.full(B, self.world.vocab_size, dtype=np.int64)
+        self._pending = np.zeros(B)
+        self._done = np.zeros(B, dtype=bool)
         self._carries: np.ndarray | None = None
-        self._init_p = self.mdp.initial_dist[: self.mdp.n_prompts]
+        self._init_p = np.full(self.world.n_prompts, 1.0 / self.world.n_prompts)
 
     def _new_prompts(self, n: int) -> np.ndarray:
-        return self.np_random.choice(self.mdp.n_prompts, size=n, p=self._init_p).astype(np.int64)
+        return self.np_random.choice(self.world.n_prompts, size=n, p=self._init_p).astype(np.int64)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed, options=options)
         self._states = self._new_prompts(self.num_envs)
+        self._last_tokens[:] = self.world.vocab_size
+        self._pending[:] = 0.0
         self._done[:] = False
-        self._carries = self.world.channel.episode_flags(self.num_envs, self.np_random)
-        return self._obs(self._states), {}
+        self._carries = self.setup.channel.episode_flags(self.num_envs, self.np_random)
+        return self._obs(self._states, self._last_tokens), {}
 
     def step(self, actions):
+        w, V = self.world, self.world.vocab_size
         a = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
         s = self._states
-        rewards = self.world.channel.sample(s, a, self.np_random, self._carries)
-        oracle = self._oracle[s, a]
-        nxt = self._next[s, a]
+        nxt = w.next_state(s, a)
         terminated = nxt < 0
+        rewards = self.setup.channel.pay(self._pending, s, a, w.depth[s], terminated, self.np_random, self._carries)
+        oracle = self.setup.oracle.reward.at(s, a)
         stepped = ~self._done
         new_states = np.where(terminated, s, nxt)
-        obs = self._obs(new_states)
-        if self.obs_mode == "tokens" and terminated.any():
-            obs[terminated] = self._obs(s[terminated], a[terminated])
+        new_last = np.where(terminated, self._last_tokens, a)
+        obs = self._obs(new_states, new_last)
+        if terminated.any() and self.obs_mode != "state":
+            obs[terminated] = self._obs(s[terminated], self._last_tokens[terminated], a[terminated])
         if self._done.any():  # next-step autoreset of the slots that ended last step
             idx = np.flatnonzero(self._done)
             fresh = self._new_prompts(idx.size)
             new_states[idx] = fresh
-            obs[idx] = self._obs(fresh)
+            new_last[idx] = V
+            self._pending[idx] = 0.0
+            obs[idx] = self._obs(fresh, new_last[idx])
             rewards[idx] = 0.0
             oracle = oracle.copy()
             oracle[idx] = 0.0
             terminated[idx] = False
             if self._carries is not None:
-                self._carries[idx] = self.world.channel.episode_flags(idx.size, self.np_random)
+                self._carries[idx] = self.setup.channel.episode_flags(idx.size, self.np_random)
         self._states = new_states
+        self._last_tokens = new_last
         self._done = terminated.copy()
         truncated = np.zeros(self.num_envs, dtype=bool)
         infos = {"oracle_reward": oracle, "_oracle_reward": stepped}
         return obs, rewards, terminated, truncated, infos
+
+
+def _markov_defaults(kwargs: dict) -> dict:
+    """``rmsim/MarkovText-v0``'s defaults: 4 prompts, 1000 tokens, horizon 32, a bigram reference."""
+    out = {"n_prompts": 4, "vocab_size": 1000, "horizon": 32, "reference": "bigram", **kwargs, "compressed": True}
+    if "setup" not in kwargs:
+        out["oracle"] = {"templates": ["unigram", "position", "bigram", "prompt"], **(kwargs.get("oracle") or {})}
+    return out
+
+
+def markov_env(**kwargs: Any) -> TextEnv:
+    """``gymnasium.make("rmsim/MarkovText-v0", ...)``: one episode at a time on a compressed world."""
+    return TextEnv(**{"obs_mode": "markov", **_markov_defaults(kwargs)})
+
+
+def markov_vector_env(num_envs: int = 1, **kwargs: Any) -> TextVectorEnv:
+    """``gymnasium.make_vec("rmsim/MarkovText-v0", num_envs=B, ...)``: B episodes of a compressed world at once.
+
+    Example:
+        >>> import gymnasium as gym, numpy as np, sim
+        >>> envs = gym.make_vec(  # position-only: no (V + 1) x V table at this size
+        ...     "rmsim/MarkovText-v0", num_envs=4, vocab_size=50_000, horizon=64, reference="uniform",
+        ...     oracle={"templates": ["unigram", "position", "length"]})
+        >>> obs, infos = envs.reset(seed=0)
+        >>> obs[:, 1:].tolist()  # position, last token (BOS = V)
+        [[0, 50000], [0, 50000], [0, 50000], [0, 50000]]
+        >>> obs, rewards, terminations, truncations, infos = envs.step(np.full(4, 7))
+        >>> obs[:, 1:].tolist()
+        [[1, 7], [1, 7], [1, 7], [1, 7]]
+    """
+    return TextVectorEnv(num_envs, **{"obs_mode": "markov", **_markov_defaults(kwargs)})

@@ -1,17 +1,21 @@
-"""Sparse feature templates over (state, action) pairs, as index arrays.
+"""Sparse feature templates over (state, action) pairs, on any world.
 
-Each template maps every transition ``(s, a)`` to at most one index of its own parameter
-block (``-1`` where it is inactive). A linear reward is ``r_theta(s, a) = sum_k theta[idx_k(s, a)]``;
-summed along a path it is ``theta . Psi(x, y)`` with additive ``Psi``.
+Each template maps a transition ``(s, a)`` to at most one index of its own parameter block (``-1`` where it is
+inactive). A linear reward is ``r_theta(s, a) = sum_k theta[idx_k(s, a)]``; summed along a path it is
+``theta . Psi(x, y)`` with additive ``Psi``.
 
-Templates (name: dimension, what fires on ``(s, a)``):
+Templates (name: dimension, what fires on ``(s, a)`` at depth ``t``, prompt ``x``, last token ``y_t``):
 
 * ``unigram``: ``V``, the emitted token ``a``.
-* ``position``: ``H * V``, position x token ``(t, a)`` with ``t = depth(s)``.
+* ``position``: ``H * V``, position x token ``(t, a)``.
 * ``bigram``: ``(V + 1) * V``, previous token x token ``(y_t, a)``; ``y_t = BOS`` (index ``V``) at depth 0.
 * ``prompt``: ``P * V``, prompt x token ``(x, a)``: what makes prompts differ.
-* ``length``: ``H + 1``, the response length on episode-ending transitions only (see ``TextMDP.end_length``).
-* ``hashed``: ``n_hash``, a hash of the trigram ``(y_{t-1}, y_t, a)`` into ``n_hash`` buckets.
+* ``length``: ``H + 1``, the response length on episode-ending transitions only.
+* ``hashed``: ``n_hash``, a hash of the trigram ``(y_{t-1}, y_t, a)`` into ``n_hash`` buckets (needs the token
+  before the last one: enumerated worlds only).
+
+The first five depend on a prefix only through ``(prompt, position, last token)``: they are the *Markov* templates
+that compressed worlds carry. :func:`template_index` is the one place where a template becomes an index.
 """
 
 from __future__ import annotations
@@ -19,11 +23,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import sparse
 
 from sim.errors import ConfigError
-from sim.mdp import TextMDP
 
 TEMPLATES = ("unigram", "position", "bigram", "prompt", "length", "hashed")
+MARKOV_TEMPLATES = ("unigram", "position", "bigram", "prompt", "length")
+#: Markov templates that read the last token (the rest read only the prompt, the position and the token).
+LAST_TOKEN_TEMPLATES = ("bigram",)
+#: Index tables (S, A) are cached per template up to this many entries (int32: 4 bytes each).
+CACHE_ENTRIES = 20_000_000
 
 
 def check_templates(templates: Sequence[str], field: str = "templates") -> tuple[str, ...]:
@@ -43,132 +52,172 @@ def check_templates(templates: Sequence[str], field: str = "templates") -> tuple
     return templates
 
 
-def template_dim(mdp: TextMDP, name: str, n_hash: int = 256) -> int:
-    """The parameter-block size of template ``name`` on ``mdp``."""
-    V, H = mdp.vocab_size, mdp.horizon
-    dims = {
-        "unigram": V,
-        "position": H * V,
-        "bigram": (V + 1) * V,
-        "prompt": mdp.n_prompts * V,
-        "length": H + 1,
-    }
+def template_dim(name: str, n_prompts: int, vocab_size: int, horizon: int, n_hash: int = 256) -> int:
+    """The parameter-block size of template ``name``."""
+    V, H = vocab_size, horizon
+    dims = {"unigram": V, "position": H * V, "bigram": (V + 1) * V, "prompt": n_prompts * V, "length": H + 1}
     return dims[name] if name != "hashed" else n_hash
 
 
-def template_index(mdp: TextMDP, name: str, n_hash: int = 256) -> np.ndarray:
-    """Int32 array (S, A): the index of ``(s, a)`` in template ``name``'s block, ``-1`` if inactive."""
-    S, V = mdp.n_states, mdp.vocab_size
-    a = np.arange(V, dtype=np.int64)[None, :]
+def template_index(name: str, p, t, y, a, end_length, prev=None, vocab_size: int = 0, n_hash: int = 256) -> np.ndarray:
+    """The index of ``(s, a)`` in template ``name``'s block (``-1`` where inactive), elementwise and broadcast.
+
+    Args:
+        p, t: prompt and depth of the state; ``y``: its last token (``-1`` or ``V`` for none);
+        a: the token; ``end_length``: the response length ``a`` completes (``-1`` if it continues);
+        prev: the token before ``y`` (``-1`` if none; ``hashed`` only).
+    """
+    V = vocab_size
     if name == "unigram":
-        idx = np.broadcast_to(a, (S, V))
-    elif name == "position":
-        idx = mdp.depth[:, None] * V + a
-    elif name == "bigram":
-        prev = np.where(mdp.last_token < 0, V, mdp.last_token)
-        idx = prev[:, None] * V + a
-    elif name == "prompt":
-        idx = mdp.prompt[:, None] * V + a
-    elif name == "length":
-        idx = mdp.end_length()
-    elif name == "hashed":
+        return np.broadcast_arrays(a, p, t)[0] + 0
+    if name == "position":
+        return t * V + a
+    if name == "bigram":
+        return np.where(np.asarray(y) < 0, V, y) * V + a
+    if name == "prompt":
+        return p * V + a
+    if name == "length":
+        return np.broadcast_arrays(end_length, p)[0] + 0
+    if name == "hashed":
+        if prev is None:
+            raise ConfigError(
+                "templates",
+                name,
+                f"Markov templates {list(MARKOV_TEMPLATES)} on a world that keeps "
+                "only the last token (hashed looks at the two before)",
+            )
         # a fixed multiplicative hash of (prev, last, a), each shifted by 1 so that "none" (-1) maps to 0
-        h = (mdp.prev_token[:, None] + 1) * 1_000_003 + (mdp.last_token[:, None] + 1) * 8_191 + (a + 1) * 131
-        idx = (h * 2_654_435_761) % (2**32) % n_hash
-    else:
-        raise ConfigError("templates", name, f"template names in {list(TEMPLATES)}")
-    return np.ascontiguousarray(idx, dtype=np.int32)
+        yy = np.where(np.asarray(y) >= V, -1, y)
+        h = (prev + 1) * 1_000_003 + (yy + 1) * 8_191 + (a + 1) * 131
+        return (h * 2_654_435_761) % (2**32) % n_hash
+    raise ConfigError("templates", name, f"template names in {list(TEMPLATES)}")
 
 
 class FeatureMap:
-    """A set of templates with a concatenated parameter vector.
+    """A set of templates on a world, with one concatenated parameter vector.
 
     Args:
-        mdp: the world.
+        world: the world.
         templates: template names (see module docstring).
         n_hash: number of buckets of the ``hashed`` template.
 
     Attributes:
-        dims: parameter-block size per template.
-        offsets: start of each block in the concatenated vector; ``dim`` is the total size.
+        dims: parameter-block size per template; ``offsets``: start of each block; ``dim``: the total size.
     """
 
-    def __init__(self, mdp: TextMDP, templates: Sequence[str], n_hash: int = 256):
-        self.mdp = mdp
-        self.templates = check_templates(templates)
+    def __init__(self, world, templates: Sequence[str], n_hash: int = 256, field: str = "templates"):
+        self.world = world
+        self.field = field
+        self.templates = check_templates(templates, field)
+        world.check_templates(self.templates, field)
         self.n_hash = n_hash
-        self.dims = [template_dim(mdp, t, n_hash) for t in self.templates]
+        self.dims = [template_dim(t, world.n_prompts, world.vocab_size, world.horizon, n_hash) for t in self.templates]
         self.offsets = np.concatenate([[0], np.cumsum(self.dims)]).astype(np.int64)
         self.dim = int(self.offsets[-1])
-        self._index: dict[str, np.ndarray] = {}
+        self._tables: dict[str, np.ndarray] = {}
 
-    def index(self, name: str) -> np.ndarray:
-        """Int32 array (S, A): the local index of template ``name`` (cached), ``-1`` if inactive."""
-        if name not in self._index:
-            self._index[name] = template_index(self.mdp, name, self.n_hash)
-        return self._index[name]
+    def index(self, name: str, states: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
+        """Local indices of template ``name``: (n, A) for all actions of ``states``, or (n,) for given ``actions``;
+        ``-1`` where inactive."""
+        if name in self._tables:
+            tab = self._tables[name]
+            return tab[states] if actions is None else tab[states, actions]
+        w = self.world
+        states = np.asarray(states)
+        if actions is None:
+            a = np.arange(w.vocab_size)[None, :]
+            col = (slice(None), None)
+        else:
+            a = np.asarray(actions)
+            col = (slice(None),)
+        t = w.depth[states][col]
+        prev = w.prev_token[states][col] if (name == "hashed" and w.prev_token is not None) else None
+        return template_index(
+            name,
+            w.prompt[states][col],
+            t,
+            w.last_token[states][col],
+            a,
+            w.end_length(t, a) if name == "length" else None,
+            prev,
+            w.vocab_size,
+            self.n_hash,
+        )
+
+    def table(self, name: str) -> np.ndarray:
+        """Int32 (S, A): the local index of template ``name`` for every transition (cached on small worlds)."""
+        if name not in self._tables:
+            tab = np.ascontiguousarray(self.index(name, np.arange(self.world.n_states)), dtype=np.int32)
+            if tab.size <= CACHE_ENTRIES:
+                self._tables[name] = tab
+            return tab
+        return self._tables[name]
+
+    def global_rows(self, states: np.ndarray) -> list[np.ndarray]:
+        """Per template, the global indices (n, A) of ``states`` into the concatenated vector; ``dim`` if inactive."""
+        out = []
+        for name, off in zip(self.templates, self.offsets, strict=False):
+            idx = self.index(name, states)
+            out.append(np.where(idx >= 0, idx + off, self.dim))
+        return out
 
     def block(self, theta: np.ndarray, name: str) -> np.ndarray:
         """The slice of ``theta`` (D,) belonging to template ``name``."""
         k = self.templates.index(name)
         return theta[self.offsets[k] : self.offsets[k + 1]]
 
-    def reward(self, theta: np.ndarray) -> np.ndarray:
-        """The linear reward table r[S, A] = sum_k theta[idx_k(s, a)].
+    def values(self, theta: np.ndarray, states: np.ndarray) -> np.ndarray:
+        """``theta . phi(s, a)`` for every action of ``states``: (n, A)."""
+        ext = np.append(np.asarray(theta, dtype=np.float64), 0.0)
+        return sum(ext[G] for G in self.global_rows(states))
 
-        Args:
-            theta: float array (D,) over the concatenated templates.
-        """
+    def table_values(self, theta: np.ndarray) -> np.ndarray:
+        """``theta . phi(s, a)`` for every transition: (S, A)."""
         theta = np.asarray(theta, dtype=np.float64)
         if theta.shape != (self.dim,):
             raise ValueError(f"theta has shape {theta.shape}, expected ({self.dim},)")
-        r = np.zeros((self.mdp.n_states, self.mdp.n_actions))
+        r = np.zeros((self.world.n_states, self.world.n_actions))
         for name in self.templates:
             w = np.append(self.block(theta, name), 0.0)  # index -1 reads the appended zero
-            r += w[self.index(name)]
+            r += w[self.table(name)]
         return r
 
+    def reward(self, theta: np.ndarray):
+        """The linear reward of ``theta`` in the world's own form (a table, or a factored Markov reward)."""
+        return self.world.linear_reward(self, np.asarray(theta, dtype=np.float64))
 
-def terminal_transitions(mdp: TextMDP) -> tuple[np.ndarray, np.ndarray]:
-    """The episode-ending transitions ``(s, a)`` in row-major order: one per complete sequence.
+    def gather(self, weights: np.ndarray, states: np.ndarray | None = None) -> np.ndarray:
+        """``sum_{s,a} weights[s, a] phi(s, a)`` (D,) for weights (S, A) over all states, or (n, A) over ``states``."""
+        out = np.zeros(self.dim)
+        w = weights.ravel()
+        for name, off, dim in zip(self.templates, self.offsets, self.dims, strict=False):
+            idx = (self.table(name) if states is None else self.index(name, states)).ravel().astype(np.int64)
+            idx = np.where(idx >= 0, idx, dim)
+            out[off : off + dim] += np.bincount(idx, weights=w, minlength=dim + 1)[:dim]
+        return out
 
-    This order is the canonical order of complete sequences everywhere in rmsim.
-    """
-    s, a = np.nonzero(mdp.terminal_mask())
-    return s.astype(np.int64), a.astype(np.int64)
-
-
-def sequence_features(fm: FeatureMap):
-    """Sparse sequence features ``Psi(x, y) = sum_{(s, a) on the path} phi(s, a)``.
-
-    Built level by level: the path features of a child are those of its parent plus the parent transition's
-    one-hots, so no path is ever walked.
-
-    Returns:
-        scipy.sparse CSR matrix (n_sequences, D), rows in the order of :func:`terminal_transitions`.
-    """
-    from scipy import sparse
-
-    mdp = fm.mdp
-    f, b = mdp.first_token, mdp.branching
-
-    def onehots(states: np.ndarray, actions: np.ndarray):
+    def design(self, states: np.ndarray, actions: np.ndarray) -> sparse.csr_matrix:
+        """Sparse (n, D) rows ``phi(s_i, a_i)``."""
         rows, cols = [], []
-        for name, off in zip(fm.templates, fm.offsets, strict=False):
-            idx = fm.index(name)[states, actions].astype(np.int64)
+        for name, off in zip(self.templates, self.offsets, strict=False):
+            idx = self.index(name, states, actions).astype(np.int64)
             keep = idx >= 0
             rows.append(np.flatnonzero(keep))
             cols.append(idx[keep] + off)
-        rows_, cols_ = np.concatenate(rows), np.concatenate(cols)
-        return sparse.csr_matrix((np.ones(rows_.size), (rows_, cols_)), shape=(states.size, fm.dim))
+        r, c = np.concatenate(rows), np.concatenate(cols)
+        return sparse.csr_matrix((np.ones(r.size), (r, c)), shape=(np.size(states), self.dim))
 
-    lo, hi = mdp.level(0)
-    levels = [sparse.csr_matrix((hi - lo, fm.dim))]  # path features of each state, per level
-    for t in range(mdp.horizon - 1):
-        lo, hi = mdp.level(t)
-        parent = np.repeat(np.arange(lo, hi), b)
-        token = np.tile(np.arange(f, mdp.vocab_size), hi - lo)
-        levels.append(levels[t][parent - lo] + onehots(parent, token))
-    path = sparse.vstack(levels, format="csr")
-    s, a = terminal_transitions(mdp)
-    return (path[s] + onehots(s, a)).tocsr()
+    def sequences(self, seqs) -> sparse.csr_matrix:
+        """Sparse sequence features ``Psi (n, D) = sum_{(s, a) on the path} phi(s, a)`` of a batch of sequences."""
+        states, actions, mask = self.world.paths(seqs)
+        n = seqs.n
+        rows, cols = [], []
+        row_of = np.broadcast_to(np.arange(n)[:, None], mask.shape)[mask]
+        s, a = states[mask], actions[mask]
+        for name, off in zip(self.templates, self.offsets, strict=False):
+            idx = self.index(name, s, a).astype(np.int64)
+            keep = idx >= 0
+            rows.append(row_of[keep])
+            cols.append(idx[keep] + off)
+        r, c = np.concatenate(rows), np.concatenate(cols)
+        return sparse.csr_matrix((np.ones(r.size), (r, c)), shape=(n, self.dim))

@@ -1,4 +1,4 @@
-"""Exact metrics of a policy against the oracle (DESIGN section 7).
+"""Exact metrics of a policy against the oracle, on any world.
 
 ``optimal_return = max_pi J_{r*}(pi)``, ``oracle_return = J_{r*}(pi_hat)``, ``gap = optimal - oracle``,
 ``reference_return = J_{r*}(pi_ref)``, ``normalized_gap = gap / (optimal - reference)``,
@@ -9,15 +9,6 @@
 from __future__ import annotations
 
 import numpy as np
-
-from sim.mdp import TextMDP
-from sim.solvers import backward_induction, expected_return, kl_divergence, occupancy
-
-
-def optimal_return(mdp: TextMDP, r: np.ndarray) -> float:
-    """``max_pi J_r(pi) = sum_s rho(s) V*(s)``."""
-    V, _ = backward_induction(mdp, r)
-    return float(mdp.initial_dist @ V)
 
 
 def gap_metrics(optimal: float, oracle: float, reference: float) -> dict[str, float | None]:
@@ -37,35 +28,24 @@ def gap_metrics(optimal: float, oracle: float, reference: float) -> dict[str, fl
     }
 
 
-def exact_metrics(
-    mdp: TextMDP,
-    policy: np.ndarray,
-    oracle_reward: np.ndarray,
-    proxy_reward: np.ndarray,
-    ref_policy: np.ndarray,
-    optimal: float | None = None,
-) -> dict[str, float | None]:
-    """All exact metrics of ``policy``.
+def exact_metrics(world, policy, oracle_reward, proxy_reward) -> dict[str, float | None]:
+    """All exact metrics of ``policy`` on ``world``: the gap metrics, ``proxy_return``, ``reference_proxy_return``
+    and ``kl_to_reference``.
 
     Args:
-        mdp: the world.
-        policy: pi_hat (S, A).
-        oracle_reward: r* (S, A).
-        proxy_reward: r_hat (S, A), the expected reward the agent optimised.
-        ref_policy: pi_ref (S, A).
-        optimal: the optimal oracle return, if already known.
-
-    Returns:
-        A flat dict. ``normalized_gap`` is ``None`` when ``optimal == reference`` (nothing to normalise by).
+        world: the world (``world.ref`` is pi_ref).
+        policy: pi_hat.
+        oracle_reward: r*.
+        proxy_reward: r_hat, the expected reward the agent optimised.
     """
-    d = occupancy(mdp, policy)
-    opt = optimal_return(mdp, oracle_reward) if optimal is None else optimal
-    oracle = expected_return(mdp, policy, oracle_reward, d)
+    rewards = {"oracle": oracle_reward, "proxy": proxy_reward}
+    ev = world.evaluate(policy, rewards)
+    ref = world.evaluate(world.ref, rewards)
     return {
-        **gap_metrics(opt, oracle, expected_return(mdp, ref_policy, oracle_reward)),
-        "proxy_return": expected_return(mdp, policy, proxy_reward, d),
-        "reference_proxy_return": expected_return(mdp, ref_policy, proxy_reward),
-        "kl_to_reference": kl_divergence(mdp, policy, ref_policy, d),
+        **gap_metrics(world.optimal_return(oracle_reward), ev["oracle"], ref["oracle"]),
+        "proxy_return": ev["proxy"],
+        "reference_proxy_return": ref["proxy"],
+        "kl_to_reference": ev["kl_to_reference"],
     }
 
 
@@ -97,11 +77,3 @@ def reward_distance(true: np.ndarray, proxy: np.ndarray, weights: np.ndarray, pr
     else:
         rho = float(np.clip(w @ (x * y) / np.sqrt(vx * vy), -1.0, 1.0))
     return float(np.sqrt((1.0 - rho) / 2.0))
-
-
-def per_prompt_gap(mdp: TextMDP, policy: np.ndarray, oracle_reward: np.ndarray) -> np.ndarray:
-    """(P,) optimal minus achieved oracle return, prompt by prompt."""
-    from sim.solvers import policy_values
-
-    P = mdp.n_prompts
-    return backward_induction(mdp, oracle_reward)[0][:P] - policy_values(mdp, policy, oracle_reward)[0][:P]

@@ -1,9 +1,10 @@
-"""The rlhf pipeline: simulated feedback -> reward model (MAP) -> agent -> exact evaluation.
+"""The rlhf pipeline, written once over the world interface: a source of sequences, a teacher, a reward model, an
+agent, then exact evaluation.
 
 1. A teacher judges complete sequences by the reward it perceives: the oracle, seen through the corruption
    pipeline if one is configured (e.g. ``corruption.misspec.length_bias`` = annotators who like long answers).
-2. ``feedback.n`` labels on sequences from the sampler over the covered prompts (``feedback.prompt_coverage``).
-3. A reward model is fitted by MAP; its table is the proxy reward the agent optimises.
+2. ``feedback.n`` labels on sequences from the source over the covered prompts (``feedback.prompt_coverage``).
+3. A reward model is fitted by MAP; its reward is the proxy the agent optimises.
    ``feedback.sampler = expert`` mixes pi_ref with a near-optimal policy (data that cover the optimum).
 4. With ``feedback.sampler = policy`` this repeats for ``feedback.rounds`` rounds (iterated RLHF): round 0
    samples from pi_ref, each later round from the agent's current policy, refitting on all data so far.
@@ -18,14 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.agents import AgentContext, AgentResult, run_agent
+from sim.build import Setup
 from sim.config import Config
 from sim.corruption import identity_channel
-from sim.feedback import Sequences, SequenceSampler, collect, covered_prompts, make_teacher, preference_accuracy
-from sim.feedback.datasets import FeedbackData, evaluation_pairs, expert_policy, sampling_probs
-from sim.metrics import per_prompt_gap, reward_distance
+from sim.feedback import FeedbackData, collect, covered_prompts, make_teacher, preference_accuracy, sample_items
+from sim.metrics import reward_distance
 from sim.reward_models import RewardModel, fit_reward_model
-from sim.solvers import soft_optimal
-from sim.world import World
 
 
 @dataclass(eq=False)
@@ -38,31 +37,40 @@ class RLHFResult:
     metrics: dict[str, float | int | None]
 
 
+def first_source(cfg: Config, setup: Setup):
+    """Where round 0's sequences come from: pi_ref, uniform over sequences, or pi_ref mixed with an expert (the
+    oracle's soft optimum at ``expert_beta`` return standard deviations under pi_ref)."""
+    fb, world = cfg.feedback, setup.world
+    if fb.sampler == "uniform":
+        return world.uniform_source()
+    ref_source = world.sequence_source(world.ref)
+    if fb.sampler != "expert":
+        return ref_source
+    _, sd = ref_source.moments(setup.oracle.reward)
+    expert = world.soft_policy(setup.oracle.reward, fb.expert_beta * sd)
+    return world.sequence_source(world.ref, mix=(fb.expert_mix, expert))
+
+
 def run_rlhf(
     cfg: Config,
-    world: World,
+    setup: Setup,
     feedback_seed: np.random.SeedSequence,
     agent_rng: np.random.Generator,
-    progress: bool = False,
+    progress=None,
 ) -> RLHFResult:
-    """Run the rlhf pipeline on a built world."""
+    """Run the rlhf pipeline on a built setup."""
     fb, rmc = cfg.feedback, cfg.reward_model
-    mdp, ref = world.mdp, world.ref_policy
+    world, oracle = setup.world, setup.oracle
     data_ss, eval_ss = feedback_seed.spawn(2)
     rng = np.random.default_rng(data_ss)
-    seqs = Sequences.of(mdp)
-    if fb.sampler == "expert":
-        expert = expert_policy(seqs, world.oracle.reward, ref, fb.expert_beta)
-        probs0 = sampling_probs(seqs, "expert", ref, expert, fb.expert_mix)
-    else:
-        probs0 = sampling_probs(seqs, "reference" if fb.sampler == "policy" else fb.sampler, ref)
-    covered = covered_prompts(mdp.n_prompts, fb.prompt_coverage, rng)
+    source0 = first_source(cfg, setup)
+    covered = covered_prompts(world.n_prompts, fb.prompt_coverage, rng)
     teacher = make_teacher(
-        seqs,
-        world.channel.expected(),
-        probs0,
+        world,
+        setup.channel.expected(),
+        source0,
         rng,
-        oracle=world.oracle,
+        oracle=oracle,
         rationality=fb.rationality,
         flip=fb.flip,
         myopia=fb.myopia,
@@ -75,12 +83,12 @@ def run_rlhf(
     )
     per_round = np.diff(np.linspace(0, fb.n, fb.rounds + 1).round().astype(int))
     data: FeedbackData | None = None
-    probs = probs0
+    source = source0
     for n_round in per_round:
-        new = collect(teacher, SequenceSampler(seqs, probs), covered, fb.kind, int(n_round), rng, fb.k)
+        new = collect(teacher, source, covered, fb.kind, int(n_round), rng, fb.k)
         data = new if data is None else data + new
         rm = fit_reward_model(
-            seqs,
+            world,
             data,
             rmc.name,
             rmc.templates,
@@ -92,25 +100,29 @@ def run_rlhf(
             rng,
             rmc.ranking_likelihood,
         )
-        ctx = AgentContext(
-            world, rm.table, identity_channel(mdp, rm.table), agent_rng, feedback=data, progress=progress
-        )
+        ctx = AgentContext(world, rm.reward, identity_channel(world, rm.reward), oracle, agent_rng, data, progress)
         agent = run_agent(ctx, cfg.agent)
-        probs = seqs.probs(agent.policy)
+        source = world.sequence_source(agent.policy)
 
     # evaluation of the reward model
     eval_rng = np.random.default_rng(eval_ss)
-    true = seqs.returns(world.oracle.reward)
-    in_pairs = evaluation_pairs(SequenceSampler(seqs, probs0), covered, fb.n_eval, eval_rng)
-    shift_policy = soft_optimal(mdp, world.oracle.reward, ref, fb.shift_beta * teacher.scale)[2]
-    all_prompts = np.arange(mdp.n_prompts)
-    shifted = evaluation_pairs(SequenceSampler(seqs, seqs.probs(shift_policy)), all_prompts, fb.n_eval, eval_rng)
-    gaps = per_prompt_gap(mdp, agent.policy, world.oracle.reward)
+
+    def accuracy(src, prompts) -> float | None:
+        pool, pairs = sample_items(src, prompts, fb.n_eval, 2, eval_rng)
+        return preference_accuracy(rm.predict(pool), world.sequence_returns(oracle.reward, pool), pairs)
+
+    all_prompts = np.arange(world.n_prompts)
+    in_dist = accuracy(source0, covered)
+    shift = world.sequence_source(world.soft_policy(oracle.reward, fb.shift_beta * teacher.scale))
+    shifted = accuracy(shift, all_prompts)
+    seqs, weights = source0.coverage(eval_rng.integers(0, world.n_prompts, 2 * fb.n_eval), eval_rng)
+    true = world.sequence_returns(oracle.reward, seqs)
+    gaps = world.prompt_values(None, oracle.reward) - world.prompt_values(agent.policy, oracle.reward)
     uncovered = np.setdiff1d(all_prompts, covered)
     metrics = {
-        "rm_accuracy_in_dist": preference_accuracy(rm.mean_returns, true, in_pairs),
-        "rm_accuracy_shifted": preference_accuracy(rm.mean_returns, true, shifted),
-        "reward_distance": reward_distance(true, rm.mean_returns, probs0, seqs.prompt),
+        "rm_accuracy_in_dist": in_dist,
+        "rm_accuracy_shifted": shifted,
+        "reward_distance": reward_distance(true, rm.predict(seqs), weights, seqs.prompt),
         "n_feedback": data.n,
         "n_covered_prompts": int(covered.size),
         "gap_covered": float(gaps[covered].mean()),

@@ -1,29 +1,30 @@
-"""Brute-force enumeration of complete sequences, independent of the level-order tricks of sim.solvers.
+"""Brute-force enumeration of complete sequences, independent of the level-order tricks of the world solvers.
 
-Walks the tree through ``next_state`` with plain Python recursion: the reference answer for small worlds.
+Walks the tree one transition at a time through ``world.next_state`` with plain Python recursion: the reference
+answer for small worlds. Rewards and policies are full ``(S, A)`` arrays (``world.table(x)`` of a reward object).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from sim.mdp import TextMDP
+from sim.worlds import World
 
 
-def sequences(mdp: TextMDP) -> list[tuple[int, list[tuple[int, int]]]]:
+def sequences(world: World) -> list[tuple[int, list[tuple[int, int]]]]:
     """Every complete sequence as ``(prompt, [(s, a), ...])`` along its path."""
     out = []
 
     def walk(s: int, path: list[tuple[int, int]], prompt: int) -> None:
-        for a in range(mdp.n_actions):
+        for a in range(world.n_actions):
             step = [*path, (s, a)]
-            nxt = int(mdp.next_state[s, a])
+            nxt = int(world.next_state(np.array([s]), np.array([a]))[0])
             if nxt < 0:
                 out.append((prompt, step))
             else:
                 walk(nxt, step, prompt)
 
-    for p in range(mdp.n_prompts):
+    for p in range(world.n_prompts):
         walk(p, [], p)
     return out
 
@@ -36,31 +37,45 @@ def seq_prob(path: list[tuple[int, int]], pi: np.ndarray) -> float:
     return float(np.prod([pi[s, a] for s, a in path]))
 
 
-def brute_optimal(mdp: TextMDP, r: np.ndarray) -> float:
+def initial(world: World, prompt: int) -> float:
+    """The probability of a prompt (uniform)."""
+    return 1.0 / world.n_prompts
+
+
+def brute_optimal(world: World, r: np.ndarray) -> float:
     best = {}
-    for p, path in sequences(mdp):
+    for p, path in sequences(world):
         best[p] = max(best.get(p, -np.inf), seq_return(path, r))
-    return float(sum(mdp.initial_dist[p] * v for p, v in best.items()))
+    return float(sum(initial(world, p) * v for p, v in best.items()))
 
 
-def brute_return(mdp: TextMDP, pi: np.ndarray, r: np.ndarray) -> float:
-    return float(sum(mdp.initial_dist[p] * seq_prob(path, pi) * seq_return(path, r) for p, path in sequences(mdp)))
+def brute_return(world: World, pi: np.ndarray, r: np.ndarray) -> float:
+    return float(sum(initial(world, p) * seq_prob(path, pi) * seq_return(path, r) for p, path in sequences(world)))
 
 
-def brute_kl(mdp: TextMDP, pi: np.ndarray, ref: np.ndarray) -> float:
+def brute_moments(world: World, pi: np.ndarray, r: np.ndarray) -> tuple[float, float]:
+    """``(E[R], E[R^2])`` of the return under ``pi``, prompts uniform."""
+    m1 = m2 = 0.0
+    for p, path in sequences(world):
+        w, R = initial(world, p) * seq_prob(path, pi), seq_return(path, r)
+        m1, m2 = m1 + w * R, m2 + w * R * R
+    return m1, m2
+
+
+def brute_kl(world: World, pi: np.ndarray, ref: np.ndarray) -> float:
     total = 0.0
-    for p, path in sequences(mdp):
+    for p, path in sequences(world):
         q = seq_prob(path, pi)
         if q > 0:
-            total += mdp.initial_dist[p] * q * np.log(q / seq_prob(path, ref))
+            total += initial(world, p) * q * np.log(q / seq_prob(path, ref))
     return float(total)
 
 
-def brute_soft(mdp: TextMDP, r: np.ndarray, ref: np.ndarray, beta: float) -> dict[tuple, float]:
+def brute_soft(world: World, r: np.ndarray, ref: np.ndarray, beta: float) -> dict[tuple, float]:
     """pi*(y|x) ∝ pi_ref(y|x) exp(R(x, y)/beta), keyed by the path's (s, a) tuple."""
-    seqs = sequences(mdp)
+    seqs = sequences(world)
     out = {}
-    for p in range(mdp.n_prompts):
+    for p in range(world.n_prompts):
         mine = [path for q, path in seqs if q == p]
         logw = np.array([np.log(seq_prob(path, ref)) + seq_return(path, r) / beta for path in mine])
         w = np.exp(logw - logw.max())

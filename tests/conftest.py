@@ -20,9 +20,9 @@ SMALL_WORLDS = [(2, 4, 3, True), (2, 3, 4, True), (2, 4, 3, False), (2, 3, 4, Fa
 
 @pytest.fixture(params=SMALL_WORLDS, ids=lambda w: "P{}V{}H{}{}".format(*w[:3], "eos" if w[3] else "noeos"))
 def small_world(request):
-    from sim.mdp import TextMDP
+    from sim.worlds import EnumeratedWorld
 
-    return TextMDP(*request.param)
+    return EnumeratedWorld(*request.param)
 
 
 def random_policy(rng: np.random.Generator, shape: tuple[int, int], sharp: float = 1.0) -> np.ndarray:

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from experiments.run import validate  # noqa: F401  (registers the structured config)
+from experiments.config import CLIConfig, validate_object
 from sim.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,19 +272,54 @@ def test_every_group_option_composes_and_validates(group):
         for option in _options(group):
             extra = needs.get((group, option), [])
             cfg = compose(config_name="config", overrides=[f"{group}={option}", *extra])
-            obj = OmegaConf.to_object(cfg)
-            assert isinstance(obj, Config)
-            if extra:  # and without them it is refused
-                with pytest.raises(Exception, match=option):
-                    OmegaConf.to_object(compose(config_name="config", overrides=[f"{group}={option}"]))
+            obj = validate_object(cfg)
+            assert isinstance(obj, CLIConfig) and isinstance(obj, Config), obj
+            if extra:  # and without them the registry refuses it, saying why
+                refused = validate_object(compose(config_name="config", overrides=[f"{group}={option}"]))
+                assert isinstance(refused, str) and option in refused and "pipeline=rlhf" in refused
 
 
 def test_env_presets_are_ordered_by_size():
-    from sim.mdp import world_size
+    from sim.worlds.enumerated import enumerated_size
 
     sizes = []
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for option in ("tiny", "small", "medium"):
             e = compose(config_name="config", overrides=[f"env={option}"]).env
-            sizes.append(world_size(e.n_prompts, e.vocab_size, e.horizon, e.eos))
+            sizes.append(enumerated_size(e.n_prompts, e.vocab_size, e.horizon, e.eos))
     assert sizes == sorted(sizes) and sizes[0] < 100 and sizes[-1] > 100_000
+
+
+def test_an_agent_registered_in_a_test_runs_on_both_world_kinds_through_the_cli_code_path(tmp_path):
+    """Adding an agent is one module: register it, and the command line's own path (compose, validate, run, write)
+    accepts ``agent.name=<it>`` on an enumerated and on a compressed world."""
+    from experiments.run import execute, write_outputs
+    from sim.agents import AGENTS, AgentResult, register
+
+    @register("toy_greedy_half", keys=())
+    def toy(ctx, cfg):
+        """Half the soft optimum at beta = 1, half the greedy policy, row by row."""
+        soft, greedy = ctx.world.soft_policy(ctx.proxy, 1.0), ctx.world.greedy_policy(ctx.proxy)
+        from sim.worlds import LevelPolicy
+
+        return AgentResult(LevelPolicy(ctx.world, lambda t: 0.5 * soft.level(t) + 0.5 * greedy.level(t)))
+
+    try:
+        results = {}
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            for compressed in ("false", "true"):
+                cfg = compose(
+                    config_name="config", overrides=["agent.name=toy_greedy_half", f"env.compressed={compressed}"]
+                )
+                config = validate_object(cfg)
+                assert isinstance(config, CLIConfig), config
+                out = tmp_path / compressed
+                write_outputs(out, config, execute(config))
+                results[compressed] = json.loads((out / "metrics.json").read_text())
+        for m in results.values():
+            assert m["agent"] == "toy_greedy_half" and 0 < m["normalized_gap"] < 1
+        for key in ("optimal_return", "oracle_return", "kl_to_reference"):  # the same world, solved two ways
+            assert results["false"][key] == pytest.approx(results["true"][key], rel=1e-9)
+        assert results["true"]["world"] == "markov" and results["false"]["world"] == "enumerated"
+    finally:
+        del AGENTS["toy_greedy_half"]

@@ -8,50 +8,60 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import sim
-from sim.config import EnvConfig, OracleConfig
-from sim.corruption import CorruptionConfig, NoiseConfig, SparsityConfig
-from sim.env import TextMDPEnv, TextMDPVectorEnv, token_table
+from sim.build import build_setup
+from sim.config import CorruptionConfig, EnvConfig, NoiseConfig, OracleConfig, SparsityConfig
+from sim.env import TextEnv, TextVectorEnv
 from sim.errors import ConfigError
-from sim.solvers import expected_return
-from sim.world import build_world
+from sim.worlds import EnumeratedWorld, Table
 
 CORRUPTIONS = [None, {"noise": {"sigma": 0.5}}, {"sparsity": {"mode": "terminal", "budget": 0.5}}]
 
 
-@pytest.mark.parametrize("obs_mode", ["state", "tokens"])
+@pytest.mark.parametrize("obs_mode", ["state", "tokens", "markov"])
 @pytest.mark.parametrize("corruption", CORRUPTIONS)
 def test_check_env_passes(obs_mode, corruption):
     env = gym.make(sim.ENV_ID, obs_mode=obs_mode, corruption=corruption, vocab_size=5, horizon=4)
     check_env(env.unwrapped, skip_render_check=True)
 
 
+@pytest.mark.parametrize("obs_mode", ["state", "markov"])
+def test_check_env_passes_on_a_compressed_world(obs_mode):
+    env = gym.make(sim.ENV_ID, obs_mode=obs_mode, vocab_size=5, horizon=4, reference="bigram", compressed=True)
+    assert env.unwrapped.world.kind == "markov"
+    check_env(env.unwrapped, skip_render_check=True)
+
+
 def test_make_and_make_vec_build_our_worlds():
     env = gym.make(sim.ENV_ID, n_prompts=3, vocab_size=5, horizon=4, oracle={"kind": "nonlinear"})
-    assert isinstance(env.unwrapped, TextMDPEnv)
-    assert env.unwrapped.mdp.n_prompts == 3 and env.unwrapped.world.oracle.kind == "nonlinear"
+    assert isinstance(env.unwrapped, TextEnv)
+    assert env.unwrapped.world.n_prompts == 3 and env.unwrapped.setup.oracle.kind == "nonlinear"
+    assert isinstance(env.unwrapped.world, EnumeratedWorld)
     envs = gym.make_vec(sim.ENV_ID, num_envs=16, n_prompts=3, vocab_size=5, horizon=4)
-    assert isinstance(envs, TextMDPVectorEnv)
+    assert isinstance(envs, TextVectorEnv)
     assert envs.num_envs == 16 and envs.observation_space.shape == (16,)
     assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
 
 
 def test_same_world_as_the_experiment_runner():
     env = gym.make(sim.ENV_ID, n_prompts=4, vocab_size=6, horizon=5, world_seed=3)
-    w = build_world(EnvConfig(n_prompts=4, vocab_size=6, horizon=5), OracleConfig(), None, 3)
-    np.testing.assert_array_equal(env.unwrapped.world.oracle.reward, w.oracle.reward)
+    s = build_setup(EnvConfig(n_prompts=4, vocab_size=6, horizon=5), OracleConfig(), None, 3)
+    u = env.unwrapped
+    np.testing.assert_array_equal(u.world.table(u.setup.oracle.reward), s.world.table(s.oracle.reward))
+    np.testing.assert_array_equal(u.world.table(u.world.ref), s.world.table(s.world.ref))
 
 
 def test_single_env_episode_follows_the_tree_and_reports_oracle_reward():
     env = gym.make(sim.ENV_ID, vocab_size=4, horizon=3, corruption={"noise": {"sigma": 1.0}}, render_mode="ansi")
     u = env.unwrapped
+    r_star = u.world.table(u.setup.oracle.reward)
     obs, info = env.reset(seed=1)
-    assert obs == info["state"] and u.mdp.depth[obs] == 0
+    assert obs == info["state"] and u.world.depth[obs] == 0
     for a in (2, 3):
         s = obs
         obs, r, term, trunc, info = env.step(a)
-        assert info["oracle_reward"] == u.world.oracle.reward[s, a]
+        assert info["oracle_reward"] == r_star[s, a]
         assert r != info["oracle_reward"]  # noisy channel
-        assert not term and obs == u.mdp.next_state[s, a]
+        assert not term and obs == u.world.next_table[s, a]
     obs, r, term, trunc, info = env.step(1)  # the H-th token ends the episode
     assert term and not trunc
     assert env.render().endswith("t2 t3 t1")
@@ -60,22 +70,29 @@ def test_single_env_episode_follows_the_tree_and_reports_oracle_reward():
 
 
 def test_tokens_observation_decodes_the_prefix():
-    mdp = build_world(EnvConfig(n_prompts=2, vocab_size=4, horizon=3), OracleConfig()).mdp
-    table = token_table(mdp)
-    for s in range(mdp.n_states):
-        p, toks = mdp.decode(s)
+    world = build_setup(EnvConfig(n_prompts=2, vocab_size=4, horizon=3), OracleConfig()).world
+    table = world.token_table()
+    for s in range(world.n_states):
+        p, toks = world.decode(s)
         assert table[s, 0] == p and table[s, -1] == len(toks)
         assert list(table[s, 1 : 1 + len(toks)]) == list(toks)
-        assert np.all(table[s, 1 + len(toks) : -1] == mdp.vocab_size)
+        assert np.all(table[s, 1 + len(toks) : -1] == world.vocab_size)
 
 
-@pytest.mark.parametrize("obs_mode", ["state", "tokens"])
+def test_tokens_observation_needs_an_enumerated_world():
+    world = build_setup(EnvConfig(n_prompts=2, vocab_size=4, horizon=3, compressed=True), OracleConfig()).world
+    with pytest.raises(ConfigError, match="obs_mode"):
+        world.token_table()
+
+
+@pytest.mark.parametrize("obs_mode", ["state", "tokens", "markov"])
 def test_vector_env_matches_single_env_semantics(obs_mode):
     """Every slot of the vector env walks the tree; autoreset comes one step after termination."""
     B = 64
     envs = gym.make_vec(sim.ENV_ID, num_envs=B, vocab_size=4, horizon=3, obs_mode=obs_mode)
     u = envs
-    mdp, r_star = u.mdp, u.world.oracle.reward
+    world = u.world
+    r_star = world.table(u.setup.oracle.reward)
     obs, _ = envs.reset(seed=0)
     states = u._states.copy()
     rng = np.random.default_rng(0)
@@ -87,15 +104,25 @@ def test_vector_env_matches_single_env_semantics(obs_mode):
         np.testing.assert_array_equal(info["_oracle_reward"], stepped)
         np.testing.assert_array_equal(r[stepped], r_star[states[stepped], a[stepped]])
         assert np.all(r[done] == 0) and not term[done].any()
-        assert np.all(mdp.depth[u._states[done]] == 0)  # reset slots are at a prompt
-        expected_term = mdp.next_state[states, a] < 0
+        assert np.all(world.depth[u._states[done]] == 0)  # reset slots are at a prompt
+        expected_term = world.next_table[states, a] < 0
         np.testing.assert_array_equal(term[stepped], expected_term[stepped])
         if obs_mode == "tokens":
             for i in np.flatnonzero(stepped & term):
-                p, toks = mdp.decode(int(states[i]))
+                p, toks = world.decode(int(states[i]))
                 resp = [*toks] + ([] if a[i] == 0 else [int(a[i])])
                 assert obs[i, 0] == p and obs[i, -1] == len(resp)
                 assert list(obs[i, 1 : 1 + len(resp)]) == resp
+        if obs_mode == "markov":  # [prompt, position, last token]; a final observation counts the last token
+            nxt = u._states
+            going = ~term
+            np.testing.assert_array_equal(obs[:, 0], world.prompt[nxt])
+            np.testing.assert_array_equal(obs[going, 1], world.depth[nxt[going]])
+            last = np.where(world.last_token[nxt] < 0, world.vocab_size, world.last_token[nxt])
+            np.testing.assert_array_equal(obs[going, 2], last[going])
+            ended = stepped & term
+            np.testing.assert_array_equal(obs[ended, 1], world.depth[states[ended]] + 1)
+            np.testing.assert_array_equal(obs[ended, 2], a[ended])
         done = term.copy()
         states = u._states.copy()
     assert not trunc.any()
@@ -104,8 +131,8 @@ def test_vector_env_matches_single_env_semantics(obs_mode):
 def test_vector_env_mean_return_matches_exact_value():
     """Uniform random actions: the mean episode return is within 4 standard errors of J(uniform)."""
     B = 2048
-    world = build_world(EnvConfig(n_prompts=4, vocab_size=5, horizon=4), OracleConfig(kind="nonlinear"), None, 0)
-    envs = gym.make_vec(sim.ENV_ID, num_envs=B, world=world)
+    setup = build_setup(EnvConfig(n_prompts=4, vocab_size=5, horizon=4), OracleConfig(kind="nonlinear"), None, 0)
+    envs = gym.make_vec(sim.ENV_ID, num_envs=B, setup=setup)
     envs.reset(seed=0)
     rng = np.random.default_rng(1)
     ret = np.zeros(B)
@@ -117,19 +144,20 @@ def test_vector_env_mean_return_matches_exact_value():
         finished.append(ret[term])
         done = term
     returns = np.concatenate(finished)
-    uniform = np.full(world.oracle.reward.shape, 1 / 5)
-    exact = expected_return(world.mdp, uniform, world.oracle.reward)
+    world = setup.world
+    uniform = Table(world, np.full((world.n_states, world.n_actions), 1 / 5))
+    exact = world.evaluate(uniform, {"oracle": setup.oracle.reward})["oracle"]
     assert abs(returns.mean() - exact) < 4 * returns.std() / np.sqrt(returns.size)
 
 
 def test_vector_env_budget_flags_are_per_episode():
-    world = build_world(
+    setup = build_setup(
         EnvConfig(n_prompts=2, vocab_size=4, horizon=3),
         OracleConfig(),
         CorruptionConfig(sparsity=SparsityConfig(budget=0.5), noise=NoiseConfig(sigma=0.0)),
         0,
     )
-    envs = gym.make_vec(sim.ENV_ID, num_envs=4096, world=world)
+    envs = gym.make_vec(sim.ENV_ID, num_envs=4096, setup=setup)
     envs.reset(seed=0)
     carrying = []
     for _ in range(3):  # no EOS: every episode lasts 3 steps when actions avoid token 0
@@ -150,3 +178,7 @@ def test_bad_env_arguments():
         gym.make(sim.ENV_ID, corruption={"noise": {"sigma": -1}})
     with pytest.raises(ConfigError, match="num_envs"):
         gym.make_vec(sim.ENV_ID, num_envs=0)
+    with pytest.raises(ConfigError, match="env.compressed=true"):  # too large to enumerate: suggests compression
+        gym.make(sim.ENV_ID, vocab_size=1000, horizon=32)
+    with pytest.raises(ConfigError, match="oracle.kind"):  # a compressed world carries Markov oracles only
+        gym.make(sim.ENV_ID, compressed=True, oracle={"kind": "nonlinear"})

@@ -7,10 +7,11 @@ import pytest
 from scipy import sparse
 from scipy.optimize import approx_fprime, check_grad
 
+from sim.build import build_setup, seed_streams
 from sim.config import AgentConfig, Config, FeedbackConfig, RewardModelConfig
-from sim.feedback import Sequences, SequenceSampler, collect, covered_prompts, make_teacher, preference_accuracy
-from sim.feedback.datasets import FeedbackData, evaluation_pairs
-from sim.mdp import TextMDP
+from sim.errors import ConfigError
+from sim.features import FeatureMap
+from sim.feedback import FeedbackData, collect, covered_prompts, make_teacher, preference_accuracy, sample_items
 from sim.oracle import make_oracle
 from sim.reference import make_reference
 from sim.reward_models import fit_reward_model
@@ -24,8 +25,14 @@ from sim.reward_models.fit import (
 )
 from sim.reward_models.model import design, rankings_to_pairs
 from sim.rlhf import run_rlhf
-from sim.solvers import soft_optimal
-from sim.world import build_world, seed_streams
+from sim.worlds import EnumeratedWorld, MarkovWorld
+
+
+def _world(P: int, V: int, H: int, oracle_seed: int, **oracle_kw):
+    """An enumerated world with a uniform pi_ref and a linear oracle."""
+    m = EnumeratedWorld(P, V, H)
+    m.ref = make_reference(m, "uniform")
+    return m, make_oracle(m, "linear", seed=oracle_seed, **oracle_kw)
 
 
 def test_bt_gradient_matches_finite_differences_dense_and_sparse():
@@ -84,14 +91,12 @@ def test_three_pair_log_likelihood_by_hand():
 def test_linear_bt_map_equals_sklearn_logistic_regression():
     from sklearn.linear_model import LogisticRegression
 
-    m = TextMDP(3, 4, 3)
-    o = make_oracle(m, "linear", seed=0)
-    seqs = Sequences.of(m)
+    m, o = _world(3, 4, 3, 0)
     rng = np.random.default_rng(0)
-    ref = make_reference(m, "uniform")
-    teacher = make_teacher(seqs, o.reward, seqs.probs(ref), rng, rationality=1.0)
-    data = collect(teacher, SequenceSampler(seqs, seqs.probs(ref)), np.arange(3), "preferences", 3000, rng)
-    X, _ = design(seqs, "linear", ["unigram", "position", "prompt"])
+    source = m.sequence_source(m.ref)
+    teacher = make_teacher(m, o.reward, source, rng, rationality=1.0)
+    data = collect(teacher, source, np.arange(3), "preferences", 3000, rng)
+    X = design(m, "linear", FeatureMap(m, ["unigram", "position", "prompt"]), data.pool)
     Z = (X[data.items[:, 0]] - X[data.items[:, 1]]).toarray()
     for s in (0.5, 2.0):
         ours = fit_bt(Z, data.labels, s, tol=1e-10)
@@ -101,13 +106,11 @@ def test_linear_bt_map_equals_sklearn_logistic_regression():
 
 
 def _rlhf_data(m, o, n, seed=0, **teacher_kw):
-    seqs = Sequences.of(m)
-    ref = make_reference(m, "uniform")
-    probs = seqs.probs(ref)
+    """``n`` preferences on pi_ref's sequences over every prompt of ``m``."""
+    source = m.sequence_source(m.ref)
     rng = np.random.default_rng(seed)
-    teacher = make_teacher(seqs, o.reward, probs, rng, **teacher_kw)
-    data = collect(teacher, SequenceSampler(seqs, probs), np.arange(m.n_prompts), "preferences", n, rng)
-    return seqs, probs, data, rng
+    teacher = make_teacher(m, o.reward, source, rng, **teacher_kw)
+    return collect(teacher, source, np.arange(m.n_prompts), "preferences", n, rng)
 
 
 def _centred(X, seqs, theta):
@@ -117,40 +120,42 @@ def _centred(X, seqs, theta):
     return r - mean[seqs.prompt]
 
 
+def _seen(m, data) -> np.ndarray:
+    """Bool (n_seq,): the complete sequences the data mention."""
+    seen = np.zeros(m.terminal_transitions()[0].size, dtype=bool)
+    seen[m.sequence_ids(data.pool)[data.items].ravel()] = True
+    return seen
+
+
 def test_perfect_teacher_recovers_theta_star():
-    m = TextMDP(2, 5, 3)
     templates = ["position", "bigram"]
-    o = make_oracle(m, "linear", seed=3, templates=templates)
-    seqs, _, data, _ = _rlhf_data(m, o, 20_000, rationality=np.inf)
-    rm = fit_reward_model(seqs, data, "linear", templates, prior_scale=10.0)
-    X, _ = design(seqs, "linear", templates)
+    m, o = _world(2, 5, 3, 3, templates=templates)
+    data = _rlhf_data(m, o, 20_000, rationality=np.inf)
+    rm = fit_reward_model(m, data, "linear", templates, prior_scale=10.0)
+    seqs = m.all_sequences()
+    X = design(m, "linear", FeatureMap(m, templates), seqs)
     a, b = _centred(X, seqs, rm.theta), _centred(X, seqs, o.theta)
     assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.99
     assert np.all(np.isfinite(rm.theta))
 
 
 def test_separable_data_gives_a_finite_map():
-    m = TextMDP(2, 4, 3)
-    o = make_oracle(m, "linear", seed=1)
-    seqs, _, data, _ = _rlhf_data(m, o, 2000, rationality=np.inf)
+    m, o = _world(2, 4, 3, 1)
+    data = _rlhf_data(m, o, 2000, rationality=np.inf)
     for name in ("tabular", "linear"):
-        rm = fit_reward_model(seqs, data, name, prior_scale=1.0)
+        rm = fit_reward_model(m, data, name, prior_scale=1.0)
         assert np.all(np.isfinite(rm.theta)) and np.abs(rm.theta).max() < 50
 
 
 def _coin_flip_accuracy(name: str, seed: int) -> float:
-    from sim.feedback.datasets import sampling_probs
-
-    m = TextMDP(3, 5, 4)
-    o = make_oracle(m, "linear", seed=2)
-    seqs = Sequences.of(m)
-    probs = sampling_probs(seqs, "uniform", None)  # pairs spread over all ~1000 sequences
+    m, o = _world(3, 5, 4, 2)
+    source = m.uniform_source()  # pairs spread over all ~1000 sequences
     rng = np.random.default_rng(seed)
-    teacher = make_teacher(seqs, o.reward, probs, rng, rationality=np.inf, flip=0.5)
-    data = collect(teacher, SequenceSampler(seqs, probs), np.arange(3), "preferences", 5000, rng)
-    rm = fit_reward_model(seqs, data, name)
-    pairs = evaluation_pairs(SequenceSampler(seqs, probs), np.arange(3), 5000, rng)
-    return preference_accuracy(rm.mean_returns, seqs.returns(o.reward), pairs)
+    teacher = make_teacher(m, o.reward, source, rng, rationality=np.inf, flip=0.5)
+    data = collect(teacher, source, np.arange(3), "preferences", 5000, rng)
+    rm = fit_reward_model(m, data, name)
+    pool, pairs = sample_items(source, np.arange(3), 5000, 2, rng)
+    return preference_accuracy(rm.predict(pool), m.sequence_returns(o.reward, pool), pairs)
 
 
 def test_coin_flip_labels_give_chance_accuracy():
@@ -169,8 +174,8 @@ def test_shifted_accuracy_lower_than_in_distribution_when_coverage_is_poor():
         feedback=FeedbackConfig(n=1000, prompt_coverage=0.25, rationality=2.0),
         reward_model=RewardModelConfig(name="linear"),
     )
-    world = build_world(cfg.env, cfg.oracle, cfg.corruption, cfg.seed)
-    res = run_rlhf(cfg, world, seed_streams(0)["feedback"], np.random.default_rng(0))
+    setup = build_setup(cfg.env, cfg.oracle, cfg.corruption, cfg.seed)
+    res = run_rlhf(cfg, setup, seed_streams(0)["feedback"], np.random.default_rng(0))
     m = res.metrics
     assert m["n_covered_prompts"] == 1
     assert m["rm_accuracy_shifted"] < m["rm_accuracy_in_dist"] - 0.05
@@ -178,11 +183,10 @@ def test_shifted_accuracy_lower_than_in_distribution_when_coverage_is_poor():
 
 
 def test_laplace_covariance_is_inverse_hessian_of_the_posterior():
-    m = TextMDP(2, 4, 3)
-    o = make_oracle(m, "linear", seed=1, templates=["unigram", "prompt"])
-    seqs, _, data, _ = _rlhf_data(m, o, 500)
-    rm = fit_reward_model(seqs, data, "linear", ["unigram", "prompt"], prior_scale=1.0, pessimism=1.0)
-    X, _ = design(seqs, "linear", ["unigram", "prompt"])
+    m, o = _world(2, 4, 3, 1, templates=["unigram", "prompt"])
+    data = _rlhf_data(m, o, 500)
+    rm = fit_reward_model(m, data, "linear", ["unigram", "prompt"], prior_scale=1.0, pessimism=1.0)
+    X = rm.design(data.pool)
     Z = X[data.items[:, 0]] - X[data.items[:, 1]]
 
     def total_grad(t):
@@ -191,24 +195,30 @@ def test_laplace_covariance_is_inverse_hessian_of_the_posterior():
     H_fd = np.array([approx_fprime(rm.theta, lambda t, k=k: total_grad(t)[k], 1e-6) for k in range(rm.theta.size)])
     np.testing.assert_allclose(bt_hessian(rm.theta, Z, 1.0), H_fd, atol=1e-3)
     np.testing.assert_allclose(rm.covariance @ bt_hessian(rm.theta, Z, 1.0), np.eye(rm.theta.size), atol=1e-8)
-    np.testing.assert_allclose(rm.returns, rm.mean_returns - rm.std_returns, atol=1e-12)
+    # the pessimistic reward pays mean - 1 * std of each sequence's return, std = sqrt(psi^T Cov psi)
+    every = m.all_sequences()
+    X_all = rm.design(every).toarray()
+    std = np.sqrt(np.einsum("nd,de,ne->n", X_all, rm.covariance, X_all))
+    np.testing.assert_allclose(m.sequence_returns(rm.reward, every), rm.predict(every) - std, atol=1e-12)
 
 
 def test_ensemble_std_is_largest_where_data_is_absent():
-    m = TextMDP(4, 4, 3)
-    o = make_oracle(m, "linear", seed=1)
-    seqs = Sequences.of(m)
-    ref = make_reference(m, "uniform")
+    m, o = _world(4, 4, 3, 1)
+    source = m.sequence_source(m.ref)
     rng = np.random.default_rng(0)
-    teacher = make_teacher(seqs, o.reward, seqs.probs(ref), rng)
+    teacher = make_teacher(m, o.reward, source, rng)
     covered = covered_prompts(4, 0.5, rng)
-    data = collect(teacher, SequenceSampler(seqs, seqs.probs(ref)), covered, "preferences", 1000, rng)
-    rm = fit_reward_model(seqs, data, "tabular", ensemble=8, pessimism=1.0, rng=rng)
-    seen = np.zeros(seqs.n, dtype=bool)
-    seen[data.items.ravel()] = True
-    assert rm.std_returns[seen].mean() > 0
+    data = collect(teacher, source, covered, "preferences", 1000, rng)
+    rm = fit_reward_model(m, data, "tabular", ensemble=8, pessimism=1.0, rng=rng)
+    every = m.all_sequences()
+    X_all = rm.design(every)
+    std = np.stack([X_all @ t for t in rm.members]).std(axis=0, ddof=1)
+    mean = rm.predict(every)
+    seen = _seen(m, data)
+    assert std[seen].mean() > 0
     # a tabular model never moves an unseen sequence: every member predicts the prior mean 0 there
-    assert np.all(rm.std_returns[~seen] == 0) and np.all(rm.mean_returns[~seen] == 0)
+    assert np.all(std[~seen] == 0) and np.all(mean[~seen] == 0)
+    np.testing.assert_allclose(m.sequence_returns(rm.reward, every), mean - std, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["preferences", "ratings", "rankings"])
@@ -216,21 +226,20 @@ def test_tabular_laplace_std_is_the_full_laplace_posterior(kind):
     """Only the block of sequences in the data is inverted; it must equal the full (n_seq, n_seq) posterior."""
     from sim.reward_models.model import laplace_covariance, map_fit, tabular_laplace_std
 
-    m = TextMDP(2, 3, 3)
-    o = make_oracle(m, "linear", seed=2)
-    seqs = Sequences.of(m)
-    probs = seqs.probs(make_reference(m, "uniform"))
+    m, o = _world(2, 3, 3, 2)
+    source = m.sequence_source(m.ref)
     rng = np.random.default_rng(0)
-    teacher = make_teacher(seqs, o.reward, probs, rng, rationality=2.0, sigma=0.5)
-    data = collect(teacher, SequenceSampler(seqs, probs), np.arange(1), kind, 15, rng, 3)  # prompt 0 only
-    X = sparse.identity(seqs.n, format="csr")
+    teacher = make_teacher(m, o.reward, source, rng, rationality=2.0, sigma=0.5)
+    data = collect(teacher, source, np.arange(1), kind, 15, rng, 3)  # prompt 0 only
+    X = design(m, "tabular", None, data.pool)  # one-hot rows over every complete sequence
+    assert X.shape == (data.pool.n, m.terminal_transitions()[0].size)
     theta = map_fit(X, data, 1.5, 0.7, 1e-10)
     full = np.sqrt(np.diag(laplace_covariance(X, data, theta, 1.5, 0.7)))
-    std = tabular_laplace_std(data, theta, 1.5, 0.7)
+    std = tabular_laplace_std(m, data, theta, 1.5, 0.7)
     np.testing.assert_allclose(std, full, rtol=1e-6, atol=1e-9)
-    unseen = np.setdiff1d(np.arange(seqs.n), data.items)
-    assert unseen.size > 0 and np.all(std[unseen] == 1.5)  # the prior, exactly
-    assert np.all(std[np.unique(data.items)] < 1.5)  # data only shrink the posterior
+    seen = _seen(m, data)
+    assert (~seen).any() and np.all(std[~seen] == 1.5)  # the prior, exactly
+    assert np.all(std[seen] < 1.5)  # data only shrink the posterior
 
 
 def test_tabular_pessimism_without_an_ensemble_penalises_what_the_data_never_saw():
@@ -240,29 +249,28 @@ def test_tabular_pessimism_without_an_ensemble_penalises_what_the_data_never_saw
         reward_model=RewardModelConfig(name="tabular", pessimism=2.0),
         agent=AgentConfig(name="exact_planner"),
     )
-    world = build_world(cfg.env, cfg.oracle, cfg.corruption, 0)
-    res = run_rlhf(cfg, world, seed_streams(0)["feedback"], np.random.default_rng(0))
-    rm, data = res.reward_model, res.data
-    seen = np.zeros(rm.returns.size, dtype=bool)
-    seen[data.items.ravel()] = True
-    np.testing.assert_allclose(rm.returns[~seen], -2.0 * 1.0)  # mean 0 (the prior), std = prior scale 1
-    best = np.zeros(world.mdp.n_prompts, dtype=bool)
-    seqs = Sequences.of(world.mdp)
-    for p in range(world.mdp.n_prompts):  # the pessimistic greedy choice is a sequence the data contain
+    setup = build_setup(cfg.env, cfg.oracle, cfg.corruption, 0)
+    res = run_rlhf(cfg, setup, seed_streams(0)["feedback"], np.random.default_rng(0))
+    rm, data, m = res.reward_model, res.data, setup.world
+    seqs = m.all_sequences()
+    returns = m.sequence_returns(rm.reward, seqs)
+    seen = _seen(m, data)
+    np.testing.assert_allclose(returns[~seen], -2.0 * 1.0)  # mean 0 (the prior), std = prior scale 1
+    best = np.zeros(m.n_prompts, dtype=bool)
+    for p in range(m.n_prompts):  # the pessimistic greedy choice is a sequence the data contain
         mine = np.flatnonzero(seqs.prompt == p)
-        best[p] = seen[mine[np.argmax(rm.returns[mine])]]
+        best[p] = seen[mine[np.argmax(returns[mine])]]
     assert best.all()
 
 
 def test_tabular_laplace_refuses_a_block_too_large(monkeypatch):
-    from sim.errors import ConfigError
     from sim.reward_models import model
 
-    m = TextMDP(2, 4, 3)
-    seqs, _, data, _ = _rlhf_data(m, make_oracle(m, "linear", seed=0), 200)
+    m, o = _world(2, 4, 3, 0)
+    data = _rlhf_data(m, o, 200)
     monkeypatch.setattr(model, "MAX_TABULAR_LAPLACE", 10)
     with pytest.raises(ConfigError, match="reward_model.pessimism"):
-        fit_reward_model(seqs, data, "tabular", pessimism=1.0)
+        fit_reward_model(m, data, "tabular", pessimism=1.0)
 
 
 def test_ratings_fit_solves_the_normal_equations():
@@ -276,80 +284,118 @@ def test_ratings_fit_solves_the_normal_equations():
 
 @pytest.mark.parametrize("kind", ["ratings", "rankings"])
 def test_ratings_and_rankings_recover_the_oracle_ordering(kind):
-    m = TextMDP(2, 5, 3)
-    o = make_oracle(m, "linear", seed=4)
-    seqs = Sequences.of(m)
-    ref = make_reference(m, "uniform")
+    m, o = _world(2, 5, 3, 4)
+    source = m.sequence_source(m.ref)
     rng = np.random.default_rng(0)
-    teacher = make_teacher(seqs, o.reward, seqs.probs(ref), rng, rationality=2.0, sigma=0.3)
-    data = collect(teacher, SequenceSampler(seqs, seqs.probs(ref)), np.arange(2), kind, 4000, rng)
-    rm = fit_reward_model(seqs, data, "linear")
-    pairs = evaluation_pairs(SequenceSampler(seqs, seqs.probs(ref)), np.arange(2), 3000, rng)
-    assert preference_accuracy(rm.mean_returns, seqs.returns(o.reward), pairs) > 0.9
+    teacher = make_teacher(m, o.reward, source, rng, rationality=2.0, sigma=0.3)
+    data = collect(teacher, source, np.arange(2), kind, 4000, rng)
+    rm = fit_reward_model(m, data, "linear")
+    pool, pairs = sample_items(source, np.arange(2), 3000, 2, rng)
+    assert preference_accuracy(rm.predict(pool), m.sequence_returns(o.reward, pool), pairs) > 0.9
 
 
 def _rankings(k, n=600, seed=0):
-    m = TextMDP(2, 5, 3)
-    o = make_oracle(m, "linear", seed=4)
-    seqs = Sequences.of(m)
-    probs = seqs.probs(make_reference(m, "uniform"))
+    m, o = _world(2, 5, 3, 4)
+    source = m.sequence_source(m.ref)
     rng = np.random.default_rng(seed)
-    teacher = make_teacher(seqs, o.reward, probs, rng, rationality=2.0)
-    return seqs, collect(teacher, SequenceSampler(seqs, probs), np.arange(2), "rankings", n, rng, k)
+    teacher = make_teacher(m, o.reward, source, rng, rationality=2.0)
+    return m, collect(teacher, source, np.arange(2), "rankings", n, rng, k)
 
 
 def test_split_rankings_are_every_ordered_pair_of_each_ranking():
+    pool = EnumeratedWorld(2, 3, 3).all_sequences()
     items = np.array([[4, 2, 7], [1, 0, 3]])
-    pairs = rankings_to_pairs(FeedbackData("rankings", items, None, np.arange(1)))
-    assert pairs.kind == "preferences" and np.all(pairs.labels == 1.0)
+    pairs = rankings_to_pairs(FeedbackData("rankings", pool, items, None, np.arange(1)))
+    assert pairs.kind == "preferences" and np.all(pairs.labels == 1.0) and pairs.pool is pool
     assert {tuple(p) for p in pairs.items} == {(4, 2), (4, 7), (2, 7), (1, 0), (1, 3), (0, 3)}
 
 
 def test_split_pairs_and_plackett_luce_coincide_for_pairs_and_differ_beyond():
-    seqs, two = _rankings(2)
-    pl = fit_reward_model(seqs, two, "linear", tol=1e-9)
-    split = fit_reward_model(seqs, two, "linear", tol=1e-9, ranking_likelihood="pairs")
+    m, two = _rankings(2)
+    pl = fit_reward_model(m, two, "linear", tol=1e-9)
+    split = fit_reward_model(m, two, "linear", tol=1e-9, ranking_likelihood="pairs")
     np.testing.assert_allclose(split.theta, pl.theta, atol=1e-6)
-    seqs, four = _rankings(4)
-    pl = fit_reward_model(seqs, four, "linear", tol=1e-9)
-    split = fit_reward_model(seqs, four, "linear", tol=1e-9, ranking_likelihood="pairs")
+    m, four = _rankings(4)
+    pl = fit_reward_model(m, four, "linear", tol=1e-9)
+    split = fit_reward_model(m, four, "linear", tol=1e-9, ranking_likelihood="pairs")
     assert np.abs(split.theta - pl.theta).max() > 1e-2
     with pytest.raises(Exception, match="ranking_likelihood"):
-        fit_reward_model(seqs, four, "linear", ranking_likelihood="triples")
+        fit_reward_model(m, four, "linear", ranking_likelihood="triples")
 
 
 def test_fitted_model_is_a_reward_channel_for_planners():
-    m = TextMDP(2, 4, 3)
-    o = make_oracle(m, "linear", seed=0)
-    seqs, _, data, _ = _rlhf_data(m, o, 2000, rationality=3.0)
+    m, o = _world(2, 4, 3, 0)
+    data = _rlhf_data(m, o, 2000, rationality=3.0)
+    every = m.all_sequences()
     for name in ("linear", "tabular"):
-        rm = fit_reward_model(seqs, data, name)
-        np.testing.assert_allclose(seqs.returns(rm.table), rm.returns, atol=1e-9)
-        pi = soft_optimal(m, rm.table, make_reference(m, "uniform"), 0.5)[2]
+        rm = fit_reward_model(m, data, name)
+        assert m.table(rm.reward).shape == (m.n_states, m.n_actions)
+        np.testing.assert_allclose(m.sequence_returns(rm.reward, every), rm.predict(every), atol=1e-9)
+        pi = m.table(m.soft_policy(rm.reward, 0.5))
         assert np.all(np.isfinite(pi))
+
+
+def test_linear_model_on_a_compressed_world_pays_its_predictions_and_a_tabular_one_is_refused():
+    """A linear reward model is a Markov reward on a compressed world: the returns it pays along any sequence are
+    its predictions. A tabular model needs every complete sequence listed, which a compressed world cannot do: the
+    run check refuses it before any work."""
+    from sim.config import EnvConfig
+    from sim.run import check
+
+    w = MarkovWorld(2, 4, 4, True)
+    w.ref = make_reference(w, "bigram", np.random.default_rng(0))
+    o = make_oracle(w, "linear", seed=1)
+    data = _rlhf_data(w, o, 1500, rationality=2.0)
+    assert data.pool.ids is None
+    rm = fit_reward_model(w, data, "linear")
+    rng = np.random.default_rng(1)
+    pool, pairs = sample_items(w.sequence_source(w.ref), np.arange(2), 1000, 2, rng)
+    np.testing.assert_allclose(w.sequence_returns(rm.reward, pool), rm.predict(pool), atol=1e-9)
+    assert preference_accuracy(rm.predict(pool), w.sequence_returns(o.reward, pool), pairs) > 0.8
+    with pytest.raises(ConfigError, match="env.compressed"):  # a per-sequence lower confidence bound
+        fit_reward_model(w, data, "linear", pessimism=1.0)
+    cfg = Config(
+        env=EnvConfig(n_prompts=2, vocab_size=4, horizon=4, compressed=True),
+        pipeline="rlhf",
+        reward_model=RewardModelConfig(name="tabular"),
+        agent=AgentConfig(name="exact_planner"),
+    )
+    with pytest.raises(ConfigError) as e:
+        check(cfg)
+    assert e.value.field == "reward_model.name"
+
+
+def test_a_direct_tabular_fit_on_a_compressed_world_names_env_compressed():
+    w = MarkovWorld(2, 4, 3, True)
+    w.ref = make_reference(w, "uniform")
+    data = _rlhf_data(w, make_oracle(w, "linear", seed=0), 50)
+    with pytest.raises(ConfigError, match="env.compressed"):
+        fit_reward_model(w, data, "tabular")
 
 
 def test_omitting_templates_is_a_misspecification():
     cfg = Config(pipeline="rlhf", feedback=FeedbackConfig(n=4000, rationality=3.0))
-    world = build_world(cfg.env, cfg.oracle, cfg.corruption, 0)
-    full = run_rlhf(cfg, world, seed_streams(0)["feedback"], np.random.default_rng(0)).metrics
+    setup = build_setup(cfg.env, cfg.oracle, cfg.corruption, 0)
+    full = run_rlhf(cfg, setup, seed_streams(0)["feedback"], np.random.default_rng(0)).metrics
     cfg_small = Config(
         pipeline="rlhf",
         feedback=FeedbackConfig(n=4000, rationality=3.0),
         reward_model=RewardModelConfig(templates=["unigram"]),
     )
-    small = run_rlhf(cfg_small, world, seed_streams(0)["feedback"], np.random.default_rng(0)).metrics
+    small = run_rlhf(cfg_small, setup, seed_streams(0)["feedback"], np.random.default_rng(0)).metrics
     assert small["reward_distance"] > full["reward_distance"] + 0.1
     assert small["rm_accuracy_in_dist"] < full["rm_accuracy_in_dist"]
 
 
 def test_fit_by_feedback_kind_validates():
-    from sim.errors import ConfigError
     from sim.reward_models.model import map_fit
 
+    pool = EnumeratedWorld(1, 2, 1).all_sequences()
     with pytest.raises(ConfigError, match="feedback.kind"):
         map_fit(
-            sparse.identity(3, format="csr"), FeedbackData("essays", np.zeros((1, 2), int), None, np.arange(1)), 1.0
+            sparse.identity(3, format="csr"),
+            FeedbackData("essays", pool, np.zeros((1, 2), int), None, np.arange(1)),
+            1.0,
         )
     with pytest.raises(ConfigError, match="reward_model.ranking_likelihood"):
         RewardModelConfig(ranking_likelihood="borda")

@@ -37,8 +37,8 @@ ConfigStore.instance().store(group="hydra/sweeper", name="rmsim", node=ResumingS
 
 
 def job_subdir(job: list[str], exclude_keys: list[str], item_sep: str, kv_sep: str, default_seed: Any) -> str:
-    """The run subdirectory rmsim's scheme gives a job (see ``experiments._job_subdir``)."""
-    from experiments import _job_subdir
+    """The run subdirectory rmsim's scheme gives a job (see ``experiments.job_subdir``)."""
+    from experiments import job_subdir
 
     overrides = OverridesParser.create().parse_overrides(list(job))
     dirname = get_overrides_dirname(overrides, exclude_keys=exclude_keys, item_sep=item_sep, kv_sep=kv_sep)
@@ -46,7 +46,7 @@ def job_subdir(job: list[str], exclude_keys: list[str], item_sep: str, kv_sep: s
     for o in overrides:
         if o.key_or_group == "seed":
             seed = o.value()
-    return _job_subdir(dirname, seed)
+    return job_subdir(dirname, seed)
 
 
 class ResumingSweeper(BasicSweeper):

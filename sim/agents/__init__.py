@@ -1,16 +1,25 @@
-"""Agents: optimisers of the proxy reward. Each returns a policy table pi[S, A] and a learning curve.
+"""Agents: optimisers of the proxy reward, each written once for every world kind and registered with what it can do.
 
 | name | class | learns from |
 |---|---|---|
-| exact_planner, soft_planner | exact planning | the expected proxy table |
-| q_learning, policy_gradient | tabular | sampled rewards (policy_gradient also has an exact-gradient mode) |
+| exact_planner, soft_planner | exact planning | the expected proxy |
+| q_learning, policy_gradient | tabular over the world's states | sampled rewards (policy_gradient: or exact) |
 | linear_q, lspi, loglinear_pg | linear in feature templates | sampled rewards (loglinear_pg: exact or sampled) |
-| best_of_n | RL-free | the proxy table (the exact best-of-n distribution) |
-| dpo | RL-free | the preference data |
+| best_of_n | RL-free | the expected proxy (the best-of-n distribution) |
+| dpo, ipo | RL-free | the preference data |
+
+A new agent is one module in this package whose function is decorated with :func:`register` (every module here is
+imported, so it registers itself), plus a YAML in ``configs/agent/``.
 """
 
 from __future__ import annotations
 
-from sim.agents.base import AgentContext, AgentResult, run_agent
+import importlib
+import pkgutil
 
-__all__ = ["AgentContext", "AgentResult", "run_agent"]
+from sim.agents.base import AGENTS, AgentContext, AgentResult, AgentSpec, agent_spec, register, run_agent
+
+for _module in pkgutil.iter_modules(__path__):  # registration: every agent module registers its agents on import
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["AGENTS", "AgentContext", "AgentResult", "AgentSpec", "agent_spec", "register", "run_agent"]

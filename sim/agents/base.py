@@ -1,25 +1,24 @@
 """The agent interface, learning curves and the registry.
 
-An agent is a function ``(ctx: AgentContext, cfg: AgentConfig) -> AgentResult``. It sees the world only through
-the context: the expected proxy table (planners), the reward channel it can sample (learners), the reference
-policy, its own random generator and, for dpo, the preference data. ``ctx.evaluate`` measures a policy exactly
-against the oracle; agents call it only at curve checkpoints, never to learn.
+An agent is a function ``(ctx: AgentContext, cfg: AgentConfig) -> AgentResult``, registered with what it can do
+(:func:`register`). It sees the world only through the context: the world (structure, pi_ref, exact solvers,
+sampling), the expected proxy reward (planners), the reward channel it can sample (learners), its own random
+generator and, for preference learners, the feedback data. ``ctx.evaluate`` measures a policy exactly against the
+oracle; agents call it only at curve checkpoints, never to learn. Nothing here asks which kind of world it holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import log_softmax
-from tqdm.auto import tqdm
 
-from sim.corruption import RewardChannel
-from sim.errors import check
-from sim.feedback.datasets import FeedbackData
-from sim.solvers import expected_return, kl_divergence, occupancy
-from sim.world import World
+from sim.errors import ConfigError
+
+#: ``progress(done, total)``: a callback for long training loops (the command line draws a bar with it).
+Progress = Callable[[int, int], None]
 
 
 @dataclass(eq=False)
@@ -27,37 +26,27 @@ class AgentContext:
     """What an agent may use.
 
     Attributes:
-        world: the world (agents use ``world.mdp`` and ``world.ref_policy``; the oracle is for ``evaluate``).
-        proxy: float (S, A), the expected proxy reward (r_hat) that planners optimise.
-        channel: what sampling agents receive for a transition; its ``expected()`` is ``proxy``.
+        world: the world (structure, ``world.ref`` = pi_ref, exact solvers, sampling, envs).
+        proxy: the expected proxy reward (r_hat) that planners optimise.
+        channel: what sampling agents receive for a transition (:class:`sim.corruption.Channel`).
+        oracle: the true reward (a :class:`sim.oracle.Oracle`), for :meth:`evaluate` and envs' infos only.
         rng: the agent's generator.
-        feedback: preference data for dpo (rlhf pipeline), else None.
-        progress: show a progress bar over the training budget.
+        feedback: preference data for preference learners (rlhf pipeline), else None.
+        progress: called as ``progress(done, total)`` during training, if given.
     """
 
-    world: World
-    proxy: np.ndarray
-    channel: RewardChannel
+    world: object
+    proxy: object
+    channel: object
+    oracle: object
     rng: np.random.Generator
-    feedback: FeedbackData | None = None
-    progress: bool = False
+    feedback: object | None = None
+    progress: Progress | None = None
 
-    @property
-    def mdp(self):
-        return self.world.mdp
-
-    @property
-    def ref_policy(self) -> np.ndarray:
-        return self.world.ref_policy
-
-    def evaluate(self, policy: np.ndarray) -> dict[str, float]:
+    def evaluate(self, policy) -> dict[str, float]:
         """Exact oracle return, proxy return and KL to the reference of ``policy``."""
-        d = occupancy(self.mdp, policy)
-        return {
-            "oracle_return": expected_return(self.mdp, policy, self.world.oracle.reward, d),
-            "proxy_return": expected_return(self.mdp, policy, self.proxy, d),
-            "kl_to_reference": kl_divergence(self.mdp, policy, self.ref_policy, d),
-        }
+        ev = self.world.evaluate(policy, {"oracle": self.oracle.reward, "proxy": self.proxy})
+        return {"oracle_return": ev["oracle"], "proxy_return": ev["proxy"], "kl_to_reference": ev["kl_to_reference"]}
 
 
 @dataclass
@@ -65,13 +54,13 @@ class AgentResult:
     """What an agent returns.
 
     Attributes:
-        policy: float array (S, A), rows sum to 1.
+        policy: a policy of the world (rows per level, or a weighted set of sequences).
         curve: learning-curve rows (``step``, ``oracle_return``, ``proxy_return``, ``kl_to_reference``);
             empty for planners.
         extra: agent-specific metrics (e.g. best_of_n's analytic KL bound).
     """
 
-    policy: np.ndarray
+    policy: object
     curve: list[dict[str, float]] = field(default_factory=list)
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -81,20 +70,18 @@ class Curve:
 
     def __init__(self, ctx: AgentContext, total: int, k: int = 20):
         self.ctx = ctx
+        self.total = total
         self.points = np.unique(np.geomspace(1, total, k).round().astype(np.int64))
         self.next = 0
         self.rows: list[dict[str, float]] = []
-        self.bar = tqdm(total=total, disable=not ctx.progress, leave=False, dynamic_ncols=True, desc="training")
 
     def due(self, step: int) -> bool:
-        """Whether ``step`` has reached the next checkpoint (and advance the progress bar to ``step``)."""
-        if step > self.bar.n:
-            self.bar.update(min(step, self.bar.total) - self.bar.n)
-            if step >= self.bar.total:
-                self.bar.close()
+        """Whether ``step`` has reached the next checkpoint (and report progress)."""
+        if self.ctx.progress is not None:
+            self.ctx.progress(min(step, self.total), self.total)
         return self.next < self.points.size and step >= self.points[self.next]
 
-    def record(self, step: int, policy: np.ndarray, **extra: float) -> None:
+    def record(self, step: int, policy, **extra: float) -> None:
         """Record the policy at ``step`` (skipping checkpoints that ``step`` has already passed)."""
         while self.next < self.points.size and step >= self.points[self.next]:
             self.next += 1
@@ -118,32 +105,80 @@ def pressure_path(ctx: AgentContext, cfg, policy_at) -> AgentResult:
 
 
 AgentFn = Callable[[AgentContext, object], AgentResult]
-AGENTS: dict[str, AgentFn] = {}
 
 
-def register(name: str) -> Callable[[AgentFn], AgentFn]:
-    """Decorator: register an agent under its contract name."""
+@dataclass(frozen=True)
+class AgentSpec:
+    """A registered agent and what it can do.
+
+    Attributes:
+        name: its contract name (``agent=<name>``).
+        run: the agent function.
+        worlds: the world kinds it runs on.
+        learns_from: ``expected`` (the expected proxy table), ``samples`` (the reward channel, in episodes) or
+            ``preferences`` (the rlhf pipeline's preference data).
+        kl: whether ``agent.beta`` is its KL coefficient.
+        keys: the ``agent.*`` keys it reads (besides ``name``).
+        templates: which feature templates it uses, given its config (``None``: none).
+        check: extra validation of a whole :class:`sim.config.Config` before any work (raises ``ConfigError``):
+            limits of the agent's own maths, e.g. sizes it cannot handle.
+    """
+
+    name: str
+    run: AgentFn
+    worlds: tuple[str, ...] = ("enumerated", "markov")
+    learns_from: str = "expected"
+    kl: bool = False
+    keys: tuple[str, ...] = ()
+    templates: Callable[[object], Sequence[str]] | None = None
+    check: Callable[[object], None] | None = None
+
+
+AGENTS: dict[str, AgentSpec] = {}
+
+
+def register(
+    name: str,
+    *,
+    worlds: tuple[str, ...] = ("enumerated", "markov"),
+    learns_from: str = "expected",
+    kl: bool = False,
+    keys: tuple[str, ...] = (),
+    templates: Callable[[object], Sequence[str]] | None = None,
+    check: Callable[[object], None] | None = None,
+) -> Callable[[AgentFn], AgentFn]:
+    """Decorator: register an agent under its contract name, with its capabilities (:class:`AgentSpec`).
+
+    Example:
+        >>> @register("uniform_guess", keys=())
+        ... def uniform_guess(ctx, cfg):
+        ...     return AgentResult(ctx.world.ref)
+        >>> AGENTS["uniform_guess"].learns_from
+        'expected'
+        >>> del AGENTS["uniform_guess"]
+    """
 
     def wrap(fn: AgentFn) -> AgentFn:
-        AGENTS[name] = fn
+        AGENTS[name] = AgentSpec(name, fn, tuple(worlds), learns_from, kl, tuple(keys), templates, check)
         return fn
 
     return wrap
 
 
+def agent_spec(name: str) -> AgentSpec:
+    """The registered agent ``name``.
+
+    Raises:
+        ConfigError: naming ``agent.name`` and the registered agents.
+    """
+    if name not in AGENTS:
+        raise ConfigError("agent.name", name, f"one of {sorted(AGENTS)}")
+    return AGENTS[name]
+
+
 def run_agent(ctx: AgentContext, cfg) -> AgentResult:
     """Run the agent ``cfg.name`` (an :class:`sim.config.AgentConfig`)."""
-    from sim.agents import linear, planners, rl_free, tabular  # noqa: F401  (registration)
-
-    check(cfg.name in AGENTS, "agent.name", cfg.name, f"one of {sorted(AGENTS)}")
-    return AGENTS[cfg.name](ctx, cfg)
-
-
-def sample_from(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One index per row of ``probs`` (B, A) (inverse CDF; rows need not be exactly normalised)."""
-    cum = np.cumsum(probs, axis=1)
-    u = rng.random(probs.shape[0]) * cum[:, -1]
-    return np.minimum((u[:, None] >= cum).sum(axis=1), probs.shape[1] - 1)
+    return agent_spec(cfg.name).run(ctx, cfg)
 
 
 def softmax_rows(logits: np.ndarray) -> np.ndarray:
@@ -161,31 +196,49 @@ def log_ratio(logits: np.ndarray, log_ref: np.ndarray) -> np.ndarray:
         return np.where(np.isneginf(log_ref), 0.0, log_softmax(logits, axis=1) - log_ref)
 
 
-def rollout(
-    mdp, policy: np.ndarray, channel: RewardChannel, rng: np.random.Generator, batch: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``batch`` complete episodes of ``policy``, stepped together (no Python loop per transition).
+def sample_from(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One index per row of ``probs`` (B, A) (inverse CDF; rows need not be exactly normalised)."""
+    cum = np.cumsum(probs, axis=1)
+    u = rng.random(probs.shape[0]) * cum[:, -1]
+    return np.minimum((u[:, None] >= cum).sum(axis=1), probs.shape[1] - 1)
 
-    Returns:
-        ``(states, actions, rewards, alive)``, each (batch, H); ``alive[b, t]`` marks real steps (an episode that
-        ended before ``t`` is padded). Rewards are the channel's samples, with episode-level budget flags.
+
+def averaged_update(
+    table: np.ndarray, visits: np.ndarray, flat: np.ndarray, delta: np.ndarray, lr: float, decay: float
+) -> None:
+    """``table[k] += lr / (1 + visits[k])^decay * mean(delta over the batch entries at k)``; counts the visits.
+
+    Updates of one batch are averaged per key, so an entry visited by many episodes at once is not over-stepped.
     """
-    H = mdp.horizon
-    P = mdp.n_prompts
-    s = rng.choice(P, size=batch, p=mdp.initial_dist[:P])
-    carries = channel.episode_flags(batch, rng)
-    states = np.zeros((batch, H), dtype=np.int64)
-    actions = np.zeros((batch, H), dtype=np.int64)
-    rewards = np.zeros((batch, H))
-    alive = np.zeros((batch, H), dtype=bool)
-    live = np.ones(batch, dtype=bool)
-    for t in range(H):
-        a = sample_from(policy[s], rng)
-        states[:, t], actions[:, t], alive[:, t] = s, a, live
-        rewards[:, t] = np.where(live, channel.sample(s, a, rng, carries), 0.0)
-        nxt = mdp.next_state[s, a]
-        live = live & (nxt >= 0)
-        if not live.any():
-            break
-        s = np.where(live, nxt, s)
-    return states, actions, rewards, alive
+    keys, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    mean = np.bincount(inverse, weights=delta, minlength=keys.size) / counts
+    step = lr / (1.0 + visits.flat[keys]) ** decay if decay > 0 else lr
+    table.flat[keys] += step * mean
+    visits.flat[keys] += counts
+
+
+def epsilon_at(episodes: int, total: int, final: float) -> float:
+    """Linear anneal from 1 to ``final`` over the first half of training."""
+    return max(final, 1.0 - (1.0 - final) * episodes / max(1.0, 0.5 * total))
+
+
+def explore(q: np.ndarray, cfg, episodes: int, rng: np.random.Generator) -> np.ndarray:
+    """Actions for a batch of Q rows (B, A) under the configured exploration."""
+    if cfg.exploration == "boltzmann":
+        return sample_from(softmax_rows(q / cfg.temperature), rng)
+    greedy = q.argmax(axis=1)  # ties: Q starts at tiny random values, so exact ties do not occur
+    eps = epsilon_at(episodes, cfg.steps, cfg.epsilon)
+    return np.where(rng.random(q.shape[0]) < eps, rng.integers(0, q.shape[1], q.shape[0]), greedy)
+
+
+def row_max(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(argmax, max)`` per row; through argmax, which numpy reduces faster than max over short rows."""
+    best = q.argmax(axis=1)
+    return best, q[np.arange(q.shape[0]), best]
+
+
+def greedy_rows(q: np.ndarray) -> np.ndarray:
+    """One-hot rows on ``argmax q`` (ties to the lowest token)."""
+    pi = np.zeros_like(q, dtype=np.float64)
+    pi[np.arange(q.shape[0]), q.argmax(axis=1)] = 1.0
+    return pi

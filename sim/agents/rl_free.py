@@ -1,17 +1,19 @@
-"""RL-free optimisers: best-of-n sampling, direct preference optimisation (DPO) and IPO.
+"""RL-free optimisers on any world: best-of-n sampling, direct preference optimisation (DPO) and IPO.
 
-``best_of_n``: draw ``n`` responses from pi_ref for the prompt and keep the one the proxy scores highest. Its
-sequence distribution is exact over the enumerated sequences: with ``F`` the reference CDF of proxy returns
-within a prompt, a tie group ``g`` of equal proxy return is chosen with probability ``F_<=(g)^n - F_<(g)^n``,
-shared within the group in proportion to pi_ref. The policy table reproducing that distribution is evaluated
-exactly; ``kl_bound = log n - (n - 1)/n`` (Beirami et al. 2024) is reported beside its exact KL.
+``best_of_n``: draw ``n`` responses from pi_ref for the prompt and keep the one the proxy scores highest. With
+``F`` the reference CDF of proxy returns within a prompt, a tie group ``g`` of equal proxy return is chosen with
+probability ``F_<=(g)^n - F_<(g)^n``, shared within the group in proportion to pi_ref. Where the world can list its
+sequences this is exact over all of them (a policy table); otherwise it is the best-of-n distribution of
+``agent.samples`` reference draws per prompt, each draw's returns exact, and its KL is to that empirical
+distribution. ``kl_bound = log n - (n - 1)/n`` (Beirami et al. 2024) is reported beside the KL.
 
 ``dpo`` (Rafailov et al. 2023) on the preference data of the rlhf pipeline: minimise
 ``-mean[y log s(u) + (1 - y) log s(-u)]``, ``u = beta [log pi/pi_ref (y_1) - log pi/pi_ref (y_2)]`` over a tabular
 (a logit per state and token) or a reference-anchored log-linear policy, both starting at pi_ref, by L-BFGS for
 at most ``agent.steps`` iterations. With labels equal to the Bradley-Terry probabilities of a reward ``R`` on
 all pairs, its optimum is the soft optimum ``pi ∝ pi_ref exp(R / beta)``; with deterministic labels the
-dispreferred responses are driven towards probability 0 whatever beta (Azar et al. 2023).
+dispreferred responses are driven towards probability 0 whatever beta (Azar et al. 2023). Only the states on the
+data's paths carry gradient, so on a large world only their logits are parameters (the others stay at pi_ref).
 
 ``ipo`` (Azar et al. 2023) regresses the same log-ratio difference ``h = log pi/pi_ref (y_1) - log pi/pi_ref (y_2)``
 onto a finite target instead: minimise ``mean[y (h - 1/(2 beta))^2 + (1 - y) (h + 1/(2 beta))^2]``. Its optimum
@@ -20,29 +22,37 @@ keeps ``|h| <= 1/(2 beta)`` however deterministic the labels, so beta keeps the 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from scipy import optimize
 from scipy.special import expit, log_expit, log_softmax
 
 from sim.agents.base import AgentContext, AgentResult, Curve, pressure_path, register, softmax_rows
-from sim.agents.linear import LinearQ
 from sim.errors import ConfigError
-from sim.feedback.sequences import Sequences
+from sim.features import FeatureMap
+from sim.worlds import LevelPolicy, Table
+
+#: Tabular DPO keeps a logit for every state and token up to this many entries, else only for the data's states.
+DENSE_DPO_ENTRIES = 20_000_000
 
 
-def best_of_n_distribution(seqs: Sequences, proxy_returns: np.ndarray, ref_probs: np.ndarray, n: int) -> np.ndarray:
-    """Joint (prompt, sequence) probabilities (n_seq,) of best-of-n under the proxy.
+def best_of_n_distribution(
+    prompt: np.ndarray, proxy_returns: np.ndarray, ref_probs: np.ndarray, n: int, n_prompts: int
+) -> np.ndarray:
+    """Joint (prompt, sequence) probabilities of best-of-n under the proxy.
 
     Args:
-        seqs: the sequences.
-        proxy_returns: (n_seq,) the proxy's return of each sequence.
-        ref_probs: (n_seq,) joint probabilities under pi_ref.
+        prompt: (m,) the prompt of each sequence.
+        proxy_returns: (m,) the proxy's return of each sequence.
+        ref_probs: (m,) joint probabilities (or weights) under pi_ref.
         n: samples per prompt.
+        n_prompts: the number of prompts.
     """
-    prompt_mass = np.bincount(seqs.prompt, weights=ref_probs, minlength=seqs.mdp.n_prompts)
-    cond = ref_probs / prompt_mass[seqs.prompt]
-    order = np.lexsort((proxy_returns, seqs.prompt))
-    p, r, c = seqs.prompt[order], proxy_returns[order], cond[order]
+    prompt_mass = np.bincount(prompt, weights=ref_probs, minlength=n_prompts)
+    cond = ref_probs / prompt_mass[prompt]
+    order = np.lexsort((proxy_returns, prompt))
+    p, r, c = prompt[order], proxy_returns[order], cond[order]
     new_group = np.ones(order.size, dtype=bool)
     new_group[1:] = (p[1:] != p[:-1]) | (r[1:] != r[:-1])
     group = np.cumsum(new_group) - 1
@@ -65,14 +75,16 @@ def best_of_n_kl_bound(n: int) -> float:
     return float(np.log(n) - (n - 1) / n)
 
 
-@register("best_of_n")
+@register("best_of_n", keys=("n", "path", "checkpoints", "samples"))
 def best_of_n(ctx: AgentContext, cfg) -> AgentResult:
-    """The exact best-of-n policy under the expected proxy."""
-    seqs = Sequences.of(ctx.mdp)
-    proxy_returns, ref_probs = seqs.returns(ctx.proxy), seqs.probs(ctx.ref_policy)
+    """The best-of-n policy under the expected proxy (exact where the world lists its sequences)."""
+    world = ctx.world
+    P = world.n_prompts
+    seqs, ref_probs = world.sequence_source(world.ref).coverage(np.repeat(np.arange(P), cfg.samples), ctx.rng)
+    proxy_returns = world.sequence_returns(ctx.proxy, seqs)
 
-    def policy(n: int) -> np.ndarray:
-        return seqs.policy(best_of_n_distribution(seqs, proxy_returns, ref_probs, n), ctx.ref_policy)
+    def policy(n: int):
+        return world.weighted_policy(seqs, best_of_n_distribution(seqs.prompt, proxy_returns, ref_probs, n, P))
 
     curve = []
     if cfg.path:  # n from 1 to agent.n, log-spaced; step = n
@@ -84,7 +96,17 @@ def best_of_n(ctx: AgentContext, cfg) -> AgentResult:
     return AgentResult(policy(cfg.n), curve, extra={"kl_bound": best_of_n_kl_bound(cfg.n)})
 
 
-class _DPO:
+def _unique_sequences(pool, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pool rows of the distinct sequences named by ``idx``, and each entry's position among them."""
+    if pool.ids is not None:
+        _, first, inverse = np.unique(pool.ids[idx], return_index=True, return_inverse=True)
+    else:
+        keys = np.column_stack([pool.prompt[idx.ravel()], pool.tokens[idx.ravel()]])
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    return idx.ravel()[first], inverse.reshape(idx.shape)
+
+
+class PreferenceObjective:
     """The DPO (or, with ``loss='ipo'``, the IPO) objective over a tabular or log-linear policy."""
 
     def __init__(self, ctx: AgentContext, cfg, loss: str = "dpo"):
@@ -93,30 +115,60 @@ class _DPO:
             raise ConfigError(
                 "agent.name", loss, f"pipeline=rlhf with feedback.kind=preferences ({loss} needs preferences)"
             )
-        self.mdp, self.beta, self.loss = ctx.mdp, cfg.beta, loss
-        with np.errstate(divide="ignore"):
-            self.log_ref = np.log(ctx.ref_policy)
-        seqs = Sequences.of(self.mdp)
-        states, actions, mask = seqs.paths()
-        self.items, self.y = data.items, data.labels
-        used, self.local = np.unique(self.items, return_inverse=True)  # only the sequences in the data matter
-        self.local = self.local.reshape(self.items.shape)
-        self.ps, self.pa, self.pm = states[used], actions[used], mask[used]
+        world = self.world = ctx.world
+        self.beta, self.loss = cfg.beta, loss
+        self.y = data.labels
+        used, self.local = _unique_sequences(data.pool, data.items)
+        states, self.pa, self.pm = world.paths(data.pool.take(used))
         self.loglinear = cfg.policy == "loglinear"
-        self.lin = LinearQ(self.mdp, cfg.templates) if self.loglinear else None
-        self.dim = self.lin.D if self.loglinear else self.mdp.n_states * self.mdp.n_actions
+        self.fm = FeatureMap(world, cfg.templates, field="agent.templates") if self.loglinear else None
+        A = world.n_actions
+        self.full = world.n_states * A <= DENSE_DPO_ENTRIES
+        self.rows = np.arange(world.n_states) if self.full else np.unique(states[self.pm])
+        self.pr = np.searchsorted(self.rows, states)  # row of each path state among the parameter rows
+        with np.errstate(divide="ignore"):
+            log_ref_full = np.log(world.table(world.ref)) if self.full else None
+        self.log_ref = (
+            log_ref_full
+            if self.full
+            else np.concatenate(
+                [
+                    world.log_ref(t)[self.rows[world.depth[self.rows] == t] - world.level(t)[0]]
+                    for t in range(world.horizon)
+                ]
+            )  # fmt: skip
+        )
+        self.dim = self.fm.dim if self.loglinear else self.rows.size * A
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        return self.log_ref + self.lin.values(x) if self.loglinear else x.reshape(self.log_ref.shape)
+        """Logits of the parameter rows."""
+        if self.loglinear:
+            return self.log_ref + (self.fm.table_values(x) if self.full else self.fm.values(x, self.rows))
+        return x.reshape(self.log_ref.shape)
 
-    def policy(self, x: np.ndarray) -> np.ndarray:
-        return softmax_rows(self.logits(x))
+    def policy(self, x: np.ndarray):
+        if self.full:
+            return Table(self.world, softmax_rows(self.logits(x)))
+        world, rows = self.world, self.rows
+        patched = self.logits(x)
+
+        def level(t: int) -> np.ndarray:
+            lo, hi = world.level(t)
+            if self.loglinear:
+                z = world.log_ref(t) + self.fm.values(x, np.arange(lo, hi))
+            else:
+                z = world.log_ref(t).copy()
+                mine = (rows >= lo) & (rows < hi)
+                z[rows[mine] - lo] = patched[mine]
+            return softmax_rows(z)
+
+        return LevelPolicy(world, level)
 
     def objective(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         log_pi = log_softmax(self.logits(x), axis=1)  # stable where pi underflows
         pi = np.exp(log_pi)
         logratio = log_pi - self.log_ref
-        seq_lr = np.where(self.pm, logratio[self.ps, self.pa], 0.0).sum(axis=1)  # log pi/pi_ref of each sequence
+        seq_lr = np.where(self.pm, logratio[self.pr, self.pa], 0.0).sum(axis=1)  # log pi/pi_ref of each sequence
         h = seq_lr[self.local[:, 0]] - seq_lr[self.local[:, 1]]
         m = h.size
         if self.loss == "ipo":  # y (h - c)^2 + (1 - y) (h + c)^2 = (h - (2y - 1) c)^2 + const, c = 1/(2 beta)
@@ -133,10 +185,11 @@ class _DPO:
         # d loss / d log pi(a|s), then through the softmax: g_logits = C - pi * rowsum(C)
         C = np.zeros(pi.shape)
         weights = np.where(self.pm, per_seq[:, None], 0.0)
-        np.add.at(C, (self.ps[self.pm], self.pa[self.pm]), weights[self.pm])
+        np.add.at(C, (self.pr[self.pm], self.pa[self.pm]), weights[self.pm])
         g_logits = C - pi * C.sum(axis=1, keepdims=True)
-        grad = self.lin.gather(g_logits) if self.loglinear else g_logits.ravel()
-        return float(loss), grad
+        if not self.loglinear:
+            return float(loss), g_logits.ravel()
+        return float(loss), self.fm.gather(g_logits, None if self.full else self.rows)
 
     def start(self) -> np.ndarray:
         return np.zeros(self.dim) if self.loglinear else self.log_ref.ravel().copy()
@@ -146,15 +199,14 @@ def _preference_optimisation(ctx: AgentContext, cfg, loss: str) -> AgentResult:
     """DPO or IPO on the preference data (``agent.path``: one fit per beta of the path)."""
     options = {"maxiter": cfg.steps, "gtol": 1e-9, "ftol": 1e-14}
     if cfg.path:
-        from dataclasses import replace
 
-        def at(beta: float) -> np.ndarray:
-            problem = _DPO(ctx, replace(cfg, beta=beta), loss)
+        def at(beta: float):
+            problem = PreferenceObjective(ctx, replace(cfg, beta=beta), loss)
             res = optimize.minimize(problem.objective, problem.start(), jac=True, method="L-BFGS-B", options=options)
             return problem.policy(res.x)
 
         return pressure_path(ctx, cfg, at)
-    problem = _DPO(ctx, cfg, loss)
+    problem = PreferenceObjective(ctx, cfg, loss)
     curve = Curve(ctx, cfg.steps, cfg.checkpoints)
     step = [0]
 
@@ -172,13 +224,20 @@ def _preference_optimisation(ctx: AgentContext, cfg, loss: str) -> AgentResult:
     return AgentResult(pi, curve.rows, {f"{loss}_loss": float(res.fun)})
 
 
-@register("dpo")
+def _dpo_templates(cfg):
+    return list(cfg.templates) if cfg.policy == "loglinear" else []
+
+
+_PREFERENCE_KEYS = ("beta", "steps", "policy", "templates", "path", "path_max_beta", "checkpoints")
+
+
+@register("dpo", learns_from="preferences", kl=True, keys=_PREFERENCE_KEYS, templates=_dpo_templates)
 def dpo(ctx: AgentContext, cfg) -> AgentResult:
     """Direct preference optimisation on the preference data (``agent.path``: one fit per beta of the path)."""
     return _preference_optimisation(ctx, cfg, "dpo")
 
 
-@register("ipo")
+@register("ipo", learns_from="preferences", kl=True, keys=_PREFERENCE_KEYS, templates=_dpo_templates)
 def ipo(ctx: AgentContext, cfg) -> AgentResult:
-    """Identity preference optimisation (Azar et al. 2023): DPO's log-ratios regressed onto +-1/(2 beta)."""
+    """Identity preference optimisation (Azar et al. 2023): DPO's log-ratio difference regressed onto +-1/(2 beta)."""
     return _preference_optimisation(ctx, cfg, "ipo")

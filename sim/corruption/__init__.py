@@ -1,23 +1,8 @@
-"""Corruption modules between the oracle and the learner (see ``pipeline`` for the order)."""
+"""Corruption between the oracle and the learner: misspecification (:mod:`.misspec`), then the reward channel's
+sparsity, noise and budget (:mod:`.channel`)."""
 
 from __future__ import annotations
 
-from sim.corruption.pipeline import (
-    CorruptionConfig,
-    MisspecConfig,
-    NoiseConfig,
-    RewardChannel,
-    SparsityConfig,
-    build_channel,
-    identity_channel,
-)
+from sim.corruption.channel import Channel, build_channel, identity_channel
 
-__all__ = [
-    "CorruptionConfig",
-    "MisspecConfig",
-    "NoiseConfig",
-    "RewardChannel",
-    "SparsityConfig",
-    "build_channel",
-    "identity_channel",
-]
+__all__ = ["Channel", "build_channel", "identity_channel"]

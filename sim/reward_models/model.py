@@ -1,24 +1,24 @@
-"""Reward models: tabular (one parameter per complete sequence) or linear (over feature templates).
+"""Reward models: tabular (one parameter per complete sequence) or linear (over feature templates), on any world.
 
-Both predict a sequence's return as ``X[i] @ theta``; the fitted model becomes a reward table the agents
-optimise: the linear model pays ``theta . phi(s, a)`` on every token (dense), the tabular one pays
-``theta_i`` on sequence ``i``'s last token. With ``pessimism = k`` the table is the lower confidence bound
-``mean - k * std`` of each sequence's predicted return (a sequence-level reward), where ``std`` comes from a
-bootstrap ensemble or the Laplace posterior ``N(theta_MAP, H^-1)`` (for a tabular model, sequences absent from the
-data keep their prior std).
+Both predict a sequence's return as ``X[i] @ theta`` for a design row ``X[i]`` (a one-hot of the sequence for a
+tabular model, its features ``Psi`` for a linear one). The fitted model becomes the reward the agent optimises:
+the linear model pays ``theta . phi(s, a)`` on every token (dense; in the world's own form, so a compressed world
+stays exact), the tabular one pays ``theta_i`` on sequence ``i``'s last token (worlds that can list their
+sequences). With ``pessimism = k`` the reward is the lower confidence bound ``mean - k * std`` of each sequence's
+predicted return (a sequence-level reward), where ``std`` comes from a bootstrap ensemble or the Laplace posterior
+``N(theta_MAP, H^-1)`` (for a tabular model, sequences absent from the data keep their prior std).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
 
 from sim.errors import ConfigError
-from sim.features import FeatureMap, sequence_features
+from sim.features import FeatureMap
 from sim.feedback.datasets import FeedbackData
-from sim.feedback.sequences import Sequences
 from sim.reward_models import fit
 
 
@@ -28,23 +28,33 @@ class RewardModel:
 
     Attributes:
         name: ``tabular`` or ``linear``.
+        world: the world.
         theta: (D,) MAP parameters (the ensemble mean for an ensemble).
-        returns: (n_seq,) the predicted return of every complete sequence (pessimistic if asked).
-        mean_returns: (n_seq,) the predicted return without pessimism.
-        std_returns: (n_seq,) posterior or ensemble standard deviation, or ``None``.
-        table: (S, A) the reward the agent optimises.
+        members: the parameters of each ensemble member (``[theta]`` for a single fit).
+        reward: the reward the agent optimises.
         features: the feature map of a linear model.
         covariance: (D, D) Laplace posterior covariance of a linear model, when computed.
     """
 
     name: str
+    world: object
     theta: np.ndarray
-    returns: np.ndarray
-    mean_returns: np.ndarray
-    std_returns: np.ndarray | None
-    table: np.ndarray
+    members: list[np.ndarray]
+    reward: object = None
     features: FeatureMap | None = None
     covariance: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+    def design(self, seqs) -> sparse.csr_matrix:
+        """The design rows (n, D) of a batch of sequences."""
+        return design(self.world, self.name, self.features, seqs)
+
+    def predict(self, seqs) -> np.ndarray:
+        """(n,) the predicted return of each sequence (the ensemble mean, without pessimism)."""
+        X = self.design(seqs)
+        if len(self.members) == 1:
+            return X @ self.theta
+        return np.stack([X @ t for t in self.members]).mean(axis=0)
 
 
 RANKING_LIKELIHOODS = ("plackett_luce", "pairs")
@@ -59,21 +69,22 @@ def rankings_to_pairs(data: FeedbackData) -> FeedbackData:
     k = data.items.shape[1]
     i, j = np.triu_indices(k, 1)
     pairs = np.stack([data.items[:, i].ravel(), data.items[:, j].ravel()], axis=1)
-    return FeedbackData("preferences", pairs, np.ones(len(pairs)), data.covered)
+    return FeedbackData("preferences", data.pool, pairs, np.ones(len(pairs)), data.covered)
 
 
-def design(seqs: Sequences, name: str, templates=()) -> tuple[sparse.csr_matrix, FeatureMap | None]:
-    """The design matrix X (n_seq, D) of a model: identity for tabular, ``Psi`` for linear."""
+def design(world, name: str, features: FeatureMap | None, seqs) -> sparse.csr_matrix:
+    """The design rows (n, D) of ``seqs``: a one-hot over all complete sequences (tabular), or ``Psi`` (linear)."""
     if name == "tabular":
-        return sparse.identity(seqs.n, format="csr"), None
+        n_all = world.terminal_transitions()[0].size
+        ids = world.sequence_ids(seqs)
+        return sparse.csr_matrix((np.ones(ids.size), (np.arange(ids.size), ids)), shape=(ids.size, n_all))
     if name == "linear":
-        fm = FeatureMap(seqs.mdp, templates)
-        return sequence_features(fm), fm
+        return features.sequences(seqs)
     raise ConfigError("reward_model.name", name, "one of ['tabular', 'linear']")
 
 
 def map_fit(X, data: FeedbackData, prior_scale: float, rating_sigma: float = 1.0, tol: float = 1e-6) -> np.ndarray:
-    """MAP parameters of a model with design ``X`` on ``data``."""
+    """MAP parameters of a model with design ``X`` (rows of ``data.pool``) on ``data``."""
     if data.kind == "preferences":
         Z = X[data.items[:, 0]] - X[data.items[:, 1]]
         return fit.fit_bt(Z, data.labels, prior_scale, tol)
@@ -99,7 +110,9 @@ def laplace_covariance(X, data: FeedbackData, theta: np.ndarray, prior_scale: fl
 MAX_TABULAR_LAPLACE = 6000
 
 
-def tabular_laplace_std(data: FeedbackData, theta: np.ndarray, prior_scale: float, rating_sigma: float) -> np.ndarray:
+def tabular_laplace_std(
+    world, data: FeedbackData, theta: np.ndarray, prior_scale: float, rating_sigma: float
+) -> np.ndarray:
     """Laplace posterior standard deviation (n_seq,) of each sequence's parameter in a tabular model.
 
     A sequence the data never mention appears only in the prior, so its posterior is its prior: std ``s``. The
@@ -109,7 +122,8 @@ def tabular_laplace_std(data: FeedbackData, theta: np.ndarray, prior_scale: floa
     Raises:
         ConfigError: when ``m`` is too large to invert densely.
     """
-    seen, local = np.unique(data.items, return_inverse=True)
+    ids = world.sequence_ids(data.pool)[data.items]
+    seen, local = np.unique(ids, return_inverse=True)
     if seen.size > MAX_TABULAR_LAPLACE:
         raise ConfigError(
             "reward_model.pessimism",
@@ -117,7 +131,7 @@ def tabular_laplace_std(data: FeedbackData, theta: np.ndarray, prior_scale: floa
             f"a tabular model's Laplace posterior over at most {MAX_TABULAR_LAPLACE} sequences in the data (these "
             f"data name {seen.size}); use reward_model.ensemble >= 2, a linear model, or fewer labels",
         )
-    block = FeedbackData(data.kind, local.reshape(data.items.shape), data.labels, data.covered)
+    block = FeedbackData(data.kind, data.pool, local.reshape(data.items.shape), data.labels, data.covered)
     cov = laplace_covariance(sparse.identity(seen.size, format="csr"), block, theta[seen], prior_scale, rating_sigma)
     std = np.full(theta.size, float(prior_scale))
     std[seen] = np.sqrt(np.maximum(np.diag(cov), 0.0))
@@ -125,7 +139,7 @@ def tabular_laplace_std(data: FeedbackData, theta: np.ndarray, prior_scale: floa
 
 
 def fit_reward_model(
-    seqs: Sequences,
+    world,
     data: FeedbackData,
     name: str = "linear",
     templates=("unigram", "position", "bigram", "prompt"),
@@ -137,10 +151,10 @@ def fit_reward_model(
     rng: np.random.Generator | None = None,
     ranking_likelihood: str = "plackett_luce",
 ) -> RewardModel:
-    """Fit a reward model by MAP (and optionally a bootstrap ensemble) and turn it into a reward table.
+    """Fit a reward model by MAP (and optionally a bootstrap ensemble) and turn it into a reward.
 
     Args:
-        seqs: the complete sequences.
+        world: the world.
         data: the feedback.
         name, templates, prior_scale, ensemble, pessimism, rating_sigma, tol: see
             :class:`sim.config.RewardModelConfig`.
@@ -149,45 +163,42 @@ def fit_reward_model(
             split into its k(k-1)/2 pairwise wins, fitted by Bradley-Terry as if independent; the bootstrap still
             resamples whole rankings).
     """
-    X, fm = design(seqs, name, templates)
     if ranking_likelihood not in RANKING_LIKELIHOODS:
         raise ConfigError("reward_model.ranking_likelihood", ranking_likelihood, f"one of {list(RANKING_LIKELIHOODS)}")
+    features = FeatureMap(world, templates, field="reward_model.templates") if name == "linear" else None
+    X = design(world, name, features, data.pool)
     split = data.kind == "rankings" and ranking_likelihood == "pairs"
 
     def prepared(d: FeedbackData) -> FeedbackData:
         return rankings_to_pairs(d) if split else d
 
-    cov = None
-    std = None
     if ensemble >= 2:
         rng = rng if rng is not None else np.random.default_rng(0)
-        thetas = [
+        members = [
             map_fit(X, prepared(data.subset(rng.integers(0, data.n, data.n))), prior_scale, rating_sigma, tol)
             for _ in range(ensemble)
         ]
-        preds = np.stack([X @ t for t in thetas])
-        theta = np.mean(thetas, axis=0)
-        mean, std = preds.mean(axis=0), preds.std(axis=0, ddof=1)
+        theta = np.mean(members, axis=0)
     else:
         theta = map_fit(X, prepared(data), prior_scale, rating_sigma, tol)
-        mean = X @ theta
-        if pessimism > 0 and name == "tabular":
-            std = tabular_laplace_std(prepared(data), theta, prior_scale, rating_sigma)
-        elif pessimism > 0:
-            cov = laplace_covariance(X, prepared(data), theta, prior_scale, rating_sigma)
-            std = np.sqrt(np.maximum(np.asarray(X.multiply(X @ cov).sum(axis=1)).ravel(), 0.0))
-    returns = mean - pessimism * std if pessimism > 0 else mean
-    if pessimism == 0 and fm is not None:
-        table = fm.reward(theta)
-    else:
-        table = seqs.table(returns)
-    return RewardModel(
-        name=name,
-        theta=theta,
-        returns=returns,
-        mean_returns=mean,
-        std_returns=std,
-        table=table,
-        features=fm,
-        covariance=cov,
-    )
+        members = [theta]
+    model = RewardModel(name=name, world=world, theta=theta, members=members, features=features)
+    if pessimism == 0 and features is not None:
+        model.reward = features.reward(theta)
+        return model
+    every = world.all_sequences()
+    X_all = model.design(every)
+    preds = np.stack([X_all @ t for t in members])
+    mean = preds.mean(axis=0) if ensemble >= 2 else preds[0]
+    returns = mean
+    if pessimism > 0:
+        if ensemble >= 2:
+            std = preds.std(axis=0, ddof=1)
+        elif name == "tabular":
+            std = tabular_laplace_std(world, prepared(data), theta, prior_scale, rating_sigma)
+        else:
+            model.covariance = cov = laplace_covariance(X, prepared(data), theta, prior_scale, rating_sigma)
+            std = np.sqrt(np.maximum(np.asarray(X_all.multiply(X_all @ cov).sum(axis=1)).ravel(), 0.0))
+        returns = mean - pessimism * std
+    model.reward = world.sequence_reward(every, returns)
+    return model

@@ -1,0 +1,120 @@
+"""From configs and one seed to a :class:`Setup`: the world with its reference, the oracle and the reward channel.
+
+One builder serves the run path and the gymnasium environments, so ``gymnasium.make`` with ``world_seed=k`` draws
+exactly the world of ``python -m experiments.run seed=k`` with the same settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.config import Config, CorruptionConfig, EnvConfig, OracleConfig
+from sim.corruption import Channel, build_channel
+from sim.errors import ConfigError
+from sim.features import check_templates
+from sim.oracle import FORMS, Oracle, make_oracle, parse_kind
+from sim.reference import REFERENCES, make_reference
+from sim.worlds import World, bigram_uses, make_world
+from sim.worlds import check as check_world
+
+#: Independent random streams spawned from a run's seed, in this fixed order.
+STREAMS = ("reference", "oracle", "corruption", "feedback", "agent")
+
+
+def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
+    """One child ``SeedSequence`` per stream, so changing (say) the agent never changes the world."""
+    return dict(zip(STREAMS, np.random.SeedSequence(seed).spawn(len(STREAMS)), strict=True))
+
+
+@dataclass(eq=False)
+class Setup:
+    """Everything fixed before learning starts.
+
+    Attributes:
+        world: the world, with ``world.ref`` = pi_ref.
+        oracle: the true reward.
+        channel: the (possibly corrupted) reward the learner receives.
+    """
+
+    world: World
+    oracle: Oracle
+    channel: Channel
+
+
+def oracle_kwargs(oracle: OracleConfig) -> dict:
+    """The keyword arguments of :func:`sim.oracle.make_oracle` from the config."""
+    return {
+        "templates": oracle.templates,
+        "scale": oracle.scale,
+        "n_pairs": oracle.n_pairs,
+        "pair_scale": oracle.pair_scale,
+        "seq_noise": oracle.seq_noise,
+        "target_length": oracle.target_length,
+        "length_weight": oracle.length_weight,
+        "repetition_weight": oracle.repetition_weight,
+    }
+
+
+def build_setup(
+    env: EnvConfig,
+    oracle: OracleConfig,
+    corruption: CorruptionConfig | None = None,
+    seed: int = 0,
+    track_last_token: bool = True,
+) -> Setup:
+    """Build the world, its reference, the oracle and the channel; each draws from its own stream of ``seed``.
+
+    Args:
+        track_last_token: for a compressed world, whether its states keep the last token (needed when anything
+            reads it: a bigram reference, oracle, reward model or feature; see :func:`sim.worlds.bigram_uses`).
+    """
+    streams = seed_streams(seed)
+    world = make_world(env, track_last_token)
+    world.ref = make_reference(world, env.reference, np.random.default_rng(streams["reference"]), env.ref_temperature)
+    orc = make_oracle(world, oracle.kind, oracle.form, streams["oracle"], **oracle_kwargs(oracle))
+    channel = build_channel(world, orc, corruption, streams["corruption"])
+    return Setup(world=world, oracle=orc, channel=channel)
+
+
+def check_setup(
+    env: EnvConfig,
+    oracle: OracleConfig,
+    corruption: CorruptionConfig,
+    cfg: Config | None = None,
+    agent_templates: tuple[str, ...] = (),
+) -> bool:
+    """Validate what builds the world (names, the world kind's capabilities, sizes) before anything is allocated.
+
+    Returns:
+        Whether anything reads the last token (a compressed world then keeps it in its states).
+
+    Raises:
+        ConfigError: naming the key that must change.
+
+    Args:
+        cfg: the whole run's config, when there is one (its pipeline and reward model matter to a compressed world).
+        agent_templates: the feature templates the agent will use.
+    """
+    cfg = cfg or Config(env=env, oracle=oracle, corruption=corruption)
+    parse_kind(oracle.kind)
+    if oracle.form not in FORMS:
+        raise ConfigError("oracle.form", oracle.form, f"one of {list(FORMS)}")
+    check_templates(oracle.templates, "oracle.templates")
+    if env.reference not in REFERENCES:
+        raise ConfigError("env.reference", env.reference, f"one of {list(REFERENCES)}")
+    if env.reference == "eos_hazard" and not env.eos:
+        raise ConfigError("env.reference", env.reference, "eos_hazard needs env.eos=true")
+    m = corruption.misspec
+    for name in m.omit:
+        if name not in oracle.templates:
+            raise ConfigError(
+                "corruption.misspec.omit", name, f"templates of the oracle's linear part {oracle.templates}"
+            )
+    if m.project_to:
+        check_templates(m.project_to, "corruption.misspec.project_to")
+    if agent_templates:
+        check_templates(agent_templates, "agent.templates")
+    check_world(cfg, agent_templates)
+    return bool(bigram_uses(cfg, agent_templates))

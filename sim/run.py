@@ -1,0 +1,125 @@
+"""One run path for every world kind: config -> setup -> proxy -> agent -> exact metrics.
+
+No hydra, no files and no printing here: :func:`run` returns a :class:`RunResult`; ``experiments/`` writes and
+summarises it. :func:`check` validates a config against the registries (agents, world kinds, templates, oracle
+families, references) before anything is built, so a bad value fails fast, naming its key.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import ndtri
+
+from sim.agents import AgentContext, agent_spec, run_agent
+from sim.build import Setup, build_setup, check_setup, seed_streams
+from sim.config import Config
+from sim.errors import ConfigError
+from sim.features import check_templates
+from sim.metrics import exact_metrics
+from sim.rlhf import run_rlhf
+from sim.worlds import kind_of
+
+#: Episodes sampled for the Monte Carlo estimate reported beside the exact oracle return.
+MC_EPISODES = 2000
+
+
+def check(cfg: Config) -> bool:
+    """Validate a whole run before any work: the agent's capabilities, the pipeline, and the setup.
+
+    Returns:
+        Whether a compressed world must keep the last token in its states.
+
+    Raises:
+        ConfigError: naming the key that must change and why.
+    """
+    spec = agent_spec(cfg.agent.name)
+    kind = kind_of(cfg.env)
+    if kind not in spec.worlds:
+        raise ConfigError(
+            "agent.name",
+            cfg.agent.name,
+            f"an agent for the {kind} world ({cfg.agent.name} runs on {list(spec.worlds)})",
+        )
+    if spec.learns_from == "preferences" and not (cfg.pipeline == "rlhf" and cfg.feedback.kind == "preferences"):
+        raise ConfigError(
+            "agent.name",
+            cfg.agent.name,
+            f"{cfg.agent.name} only with pipeline=rlhf and feedback.kind=preferences (it learns from preference data)",
+        )
+    check_templates(cfg.reward_model.templates, "reward_model.templates")  # names, even where unused: a typo is a typo
+    check_templates(cfg.agent.templates, "agent.templates")
+    agent_templates = tuple(spec.templates(cfg.agent)) if spec.templates else ()
+    track = check_setup(cfg.env, cfg.oracle, cfg.corruption, cfg, agent_templates)
+    if spec.check is not None:  # the agent's own limits, once the names and the world are known to be valid
+        spec.check(cfg)
+    return track
+
+
+@dataclass(eq=False)
+class RunResult:
+    """Everything a run produced.
+
+    Attributes:
+        metrics: the flat metrics record (``metrics.json``).
+        curve: learning-curve rows (empty for planners).
+        setup: the world, oracle and channel.
+        policy: the agent's policy.
+        proxy: the expected reward the agent optimised.
+    """
+
+    metrics: dict[str, float | int | str | None]
+    setup: Setup
+    policy: object
+    proxy: object
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+
+def run(cfg: Config, progress=None) -> RunResult:
+    """Run one experiment end to end (``progress(done, total)`` is called during training, if given)."""
+    t0 = time.perf_counter()
+    track = check(cfg)
+    setup = build_setup(cfg.env, cfg.oracle, cfg.corruption, cfg.seed, track)
+    world, oracle = setup.world, setup.oracle
+    streams = seed_streams(cfg.seed)
+    agent_rng = np.random.default_rng(streams["agent"])
+    if cfg.pipeline == "rlhf":  # annotators perceive the (possibly misspecified) reward; the agent sees the model
+        result = run_rlhf(cfg, setup, streams["feedback"], agent_rng, progress)
+        agent, proxy = result.agent, result.reward_model.reward
+        extra = {**result.metrics, **agent.extra}
+    else:
+        proxy = setup.channel.expected()
+        ctx = AgentContext(world, proxy, setup.channel, oracle, agent_rng, progress=progress)
+        agent = run_agent(ctx, cfg.agent)
+        extra = dict(agent.extra)
+    metrics: dict[str, float | int | str | None] = dict(exact_metrics(world, agent.policy, oracle.reward, proxy))
+    # a Monte Carlo estimate beside the exact value (what a sampling-only simulator would report)
+    mc_rng = np.random.default_rng(streams["agent"].spawn(1)[0])
+    seqs = world.sequence_source(agent.policy).draw(mc_rng.integers(0, world.n_prompts, MC_EPISODES), mc_rng)
+    mc, lo, hi = mc_estimate(world.sequence_returns(oracle.reward, seqs), 0.99)
+    metrics.update(
+        seed=cfg.seed,
+        pipeline=cfg.pipeline,
+        oracle=f"{cfg.oracle.kind} ({cfg.oracle.form})",
+        corruption=cfg.corruption.describe(),
+        **extra,
+        agent=cfg.agent.name,
+        world=world.kind,
+        compressed=bool(cfg.env.compressed),
+        n_states=world.n_prefix_states,
+        n_actions=world.n_actions,
+        oracle_return_mc=mc,
+        oracle_return_mc_ci99_lo=lo,
+        oracle_return_mc_ci99_hi=hi,
+        wall_time_s=time.perf_counter() - t0,
+    )
+    return RunResult(metrics=metrics, setup=setup, policy=agent.policy, proxy=proxy, curve=agent.curve)
+
+
+def mc_estimate(samples: np.ndarray, level: float = 0.99) -> tuple[float, float, float]:
+    """Mean and a normal ``level`` confidence interval of Monte Carlo samples."""
+    m = float(samples.mean())
+    half = float(ndtri(0.5 + level / 2) * samples.std(ddof=1) / np.sqrt(samples.size))
+    return m, m - half, m + half
