@@ -56,6 +56,43 @@ def run_sweep(name: str, scale: str, jobs: int, results: Path = RESULTS) -> None
     print(f"  {last[-1] if last else 'sweep done'}", flush=True)
 
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def run_sweep_here(name: str, scale: str, results: Path = RESULTS) -> int:
+    """Run (or resume) the experiment's sweep in this process: the same jobs, directories and files as
+    :func:`run_sweep` (tests use it to run a sweep under a simulator fault injected with ``monkeypatch``).
+
+    Returns:
+        The number of jobs run.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from experiments.callbacks import sweep_jobs
+    from experiments.config import validate_object
+    from experiments.io import write_text
+    from experiments.run import execute, write_outputs
+    from hydra_plugins.rmsim_sweeper.resuming_sweeper import job_subdir
+
+    root = sweep_dir(name, scale, results)
+    ran = 0
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"+experiment={name}", f"scale={scale}"], return_hydra_config=True)
+        od = cfg.hydra.job.config.override_dirname
+        for job in sweep_jobs(cfg):
+            task = [o for o in job if not o.lstrip("+~").startswith("hydra.")]
+            out = root / job_subdir(job, list(od.exclude_keys), od.item_sep, od.kv_sep, cfg.seed)
+            if (out / "metrics.json").is_file():
+                continue
+            config = validate_object(compose(config_name="config", overrides=task))
+            if isinstance(config, str):
+                raise RuntimeError(f"the sweep of {name} has an invalid job ({' '.join(task)}): {config}")
+            write_text(out / ".hydra" / "overrides.yaml", "".join(f"- {o}\n" for o in task))
+            write_outputs(out, config, execute(config))
+            ran += 1
+    return ran
+
+
 def table_of(name: str, scale: str, results: Path = RESULTS):
     """The experiment's table (runs or curves, as its module declares)."""
     module = catalog.get(name)
@@ -94,12 +131,24 @@ def nonfinite(table) -> list[str]:
 
 
 def reproduce(
-    name: str, scale: str = "paper", check: bool = False, jobs: int = 1, run: bool = True, results: Path = RESULTS
+    name: str,
+    scale: str = "paper",
+    check: bool = False,
+    jobs: int = 1,
+    run: bool = True,
+    results: Path = RESULTS,
+    here: bool = False,
 ) -> bool:
-    """Sweep, collect, draw and (optionally) check one experiment; returns whether its check passed."""
+    """Sweep, collect, draw and (optionally) check one experiment; returns whether its check passed.
+
+    Args:
+        here: run the sweep in this process (:func:`run_sweep_here`) instead of through the command line.
+    """
     t0 = time.perf_counter()
     print(f"{name} ({scale})", flush=True)
-    if run:
+    if run and here:
+        print(f"  ran {run_sweep_here(name, scale, results)} jobs in this process", flush=True)
+    elif run:
         run_sweep(name, scale, jobs, results)
     write_table(load_table(sweep_dir(name, scale, results)), sweep_dir(name, scale, results))
     table = table_of(name, scale, results)

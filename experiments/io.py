@@ -43,6 +43,11 @@ def write_json(path: Path, record: Mapping[str, Any]) -> None:
     atomic_write(path, lambda fh: fh.write(json.dumps(clean, indent=2, sort_keys=True) + "\n"), "w")
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically."""
+    atomic_write(path, lambda fh: fh.write(text), "w")
+
+
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
     """Write rows as CSV atomically."""
 

@@ -1,0 +1,44 @@
+"""Shared machinery for the claim tests (``tests/test_claims_*.py``): run a named experiment's sanity sweep in this
+process (so a test can inject a simulator fault with ``monkeypatch``), and break or shuffle its table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments import catalog
+from experiments.figures import figure_path, nonfinite, reproduce, table_of
+
+
+def sanity(name: str, results: Path) -> tuple[bool, pd.DataFrame]:
+    """Run the sanity sweep of ``name`` in this process (under whatever the test patched), draw it, check its claim.
+
+    Returns:
+        ``(claim held, the experiment's table)``.
+    """
+    held = reproduce(name, scale="sanity", check=True, jobs=1, results=results, here=True)
+    png = figure_path(name, "sanity", results)
+    assert png.exists() and png.with_suffix(".pdf").exists() and png.stat().st_size > 10_000
+    table = table_of(name, "sanity", results)
+    assert nonfinite(table) == []
+    return held, table
+
+
+def claim_holds(name: str, table: pd.DataFrame) -> bool:
+    """Whether ``check`` accepts the table."""
+    try:
+        catalog.get(name).check(table)
+    except AssertionError:
+        return False
+    return True
+
+
+def shuffled(table: pd.DataFrame, outcomes: list[str], seed: int) -> pd.DataFrame:
+    """The table with its outcome columns permuted together across rows (configurations keep their columns): a table
+    of random outcomes, on which no claim about how outcomes depend on the configuration should hold."""
+    perm = np.random.default_rng(seed).permutation(len(table))
+    out = table.copy()
+    out[outcomes] = table[outcomes].to_numpy()[perm]
+    return out
