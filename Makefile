@@ -10,7 +10,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: help install demo test lint format bench figures sanity clean
+.PHONY: help install demo test lint format bench figures sanity cluster-test clean
 
 help:
 	@echo "make demo    set up .venv, run the default experiment, print its summary"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint    ruff check + format check"
 	@echo "make figures every named experiment at paper scale -> results/figures/<name>.png and .pdf"
 	@echo "make sanity  every named experiment at sanity scale, with its claim checked (what CI runs)"
+	@echo "make cluster-test  a one-node SLURM cluster: sweep, scancel, resume, collect (root + apt-get; ~1.5 min)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +51,10 @@ figures: $(STAMP)
 
 sanity: $(STAMP)
 	$(PY) -m experiments.figures all --scale sanity --check
+
+# needs root and apt-get (skips without them); stops its daemons at the end unless RMSIM_KEEP_CLUSTER=1
+cluster-test: $(STAMP)
+	PY=$(PY) bash .ci/cluster/test.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
