@@ -10,7 +10,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: help install demo test lint format bench figures sanity cluster-test clean
+.PHONY: help install demo test faults lint format bench figures sanity cluster-test clean
 
 help:
 	@echo "make demo    set up .venv, run the default experiment, print its summary"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint    ruff check + format check"
 	@echo "make figures every named experiment at paper scale -> results/figures/<name>.png and .pdf"
 	@echo "make sanity  every named experiment at sanity scale, with its claim checked (what CI runs)"
+	@echo "make faults  every named experiment's sanity sweep under a simulator fault: each claim must fail (CI)"
 	@echo "make cluster-test  a one-node SLURM cluster: sweep, scancel, resume, collect (root + apt-get; ~1.5 min)"
 
 $(STAMP): pyproject.toml
@@ -42,6 +43,9 @@ format: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -n 2 -q
+
+faults: $(STAMP)
+	RMSIM_FAULTS=1 $(PY) -m pytest -n 2 -q -m fault
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

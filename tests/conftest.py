@@ -32,10 +32,12 @@ def random_policy(rng: np.random.Generator, shape: tuple[int, int], sharp: float
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``slow`` run only with ``RMSIM_SLOW=1`` (they are minutes, not seconds)."""
-    if os.environ.get("RMSIM_SLOW") == "1":
-        return
-    skip = pytest.mark.skip(reason="slow: set RMSIM_SLOW=1 to run")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    """Tests marked ``slow`` run only with ``RMSIM_SLOW=1`` (they are minutes, not seconds); tests marked ``fault``
+    (a named experiment's sweep under a simulator fault) only with ``RMSIM_FAULTS=1`` (``make faults``)."""
+    for marker, var in (("slow", "RMSIM_SLOW"), ("fault", "RMSIM_FAULTS")):
+        if os.environ.get(var) == "1":
+            continue
+        skip = pytest.mark.skip(reason=f"{marker}: set {var}=1 to run")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
