@@ -8,10 +8,20 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 from omegaconf import OmegaConf  # noqa: E402
 
+#: Longer job directory names are replaced by a hash (a file name may have at most 255 bytes).
+MAX_SUBDIR = 200
+
 
 def job_subdir(override_dirname: str, seed: object) -> str:
-    """A sweep job's directory name: its overrides, then the seed last."""
-    return f"{override_dirname},seed={seed}" if override_dirname else f"seed={seed}"
+    """A sweep job's directory name: its overrides, then the seed last; a stable short hash of the overrides when
+    that would be too long for a file name (the overrides themselves are in ``.hydra/overrides.yaml``)."""
+    import hashlib
+
+    name = f"{override_dirname},seed={seed}" if override_dirname else f"seed={seed}"
+    if len(name.encode()) <= MAX_SUBDIR:
+        return name
+    digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:16]
+    return f"overrides-{digest},seed={seed}"
 
 
 # registered wherever a job may run (the main process, joblib workers, submitit jobs all import this package)

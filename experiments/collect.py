@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from experiments.io import atomic_write
+from experiments.io import atomic_write, read_metrics
 
 
 def _value(text: str) -> object:
@@ -33,18 +34,34 @@ def _value(text: str) -> object:
     return v if isinstance(v, str | int | float | bool) or v is None else str(v)
 
 
+NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
 def _consistent(df: pd.DataFrame) -> pd.DataFrame:
-    """Columns mixing numbers and strings become strings, so the table is a valid parquet file."""
+    """Numeric columns keep NaN/inf as floats (``metrics.json`` spells them "inf"/"-inf"); columns that really mix
+    numbers and strings become strings, so the table is a valid parquet file."""
     for col in [c for c in df.columns if df[c].dtype.kind == "O"]:
-        kinds = {type(v) for v in df[col].dropna()}
+        values = df[col].dropna()
+        numeric = values.map(lambda v: isinstance(v, int | float) and not isinstance(v, bool) or v in NONFINITE)
+        if len(values) and numeric.all() and values.map(lambda v: not isinstance(v, str)).any():
+            df[col] = df[col].map(lambda v: NONFINITE.get(v, v) if isinstance(v, str) else v).astype(float)
+            continue
+        kinds = {type(v) for v in values}
         if len(kinds) > 1 and str in kinds:
             df[col] = df[col].map(lambda v: v if v is None or (isinstance(v, float) and v != v) else str(v))
     return df
 
 
-def run_row(run_dir: Path, root: Path) -> dict[str, object]:
-    """The row of one run: ``run_dir``, its overrides, its metrics."""
-    row: dict[str, object] = {"run_dir": str(run_dir.relative_to(root)) if run_dir != root else "."}
+def run_row(run_dir: Path, root: Path, metrics: dict | None = None) -> dict[str, object]:
+    """The row of one run: ``sweep_dir``, ``run_dir``, its overrides, then its metrics.
+
+    A config key and a metric can share a name (``corruption=misweighted`` is a preset, the metric ``corruption``
+    describes the settings): the config keeps the name and the metric becomes ``metric.<name>``.
+    """
+    row: dict[str, object] = {
+        "sweep_dir": str(root),
+        "run_dir": str(run_dir.relative_to(root)) if run_dir != root else ".",
+    }
     overrides = run_dir / ".hydra" / "overrides.yaml"
     if overrides.exists():
         for item in yaml.safe_load(overrides.read_text()) or []:
@@ -52,18 +69,40 @@ def run_row(run_dir: Path, root: Path) -> dict[str, object]:
             key = key.lstrip("+~")
             if not key.startswith("hydra."):
                 row[key] = _value(value)
-    row.update(json.loads((run_dir / "metrics.json").read_text()))
+    record = metrics if metrics is not None else json.loads((run_dir / "metrics.json").read_text())
+    for key, value in record.items():
+        row[f"metric.{key}" if key in row else key] = value
     return row
+
+
+def _roots(dirs: str | Path | Iterable[str | Path]) -> list[Path]:
+    roots = [Path(dirs)] if isinstance(dirs, str | Path) else [Path(d) for d in dirs]
+    for root in roots:
+        if not root.is_dir():
+            raise FileNotFoundError(f"no such sweep directory: {root}")
+    unique: dict[Path, Path] = {}
+    for root in roots:  # the same directory given twice (or one inside another) is read once
+        unique.setdefault(root.resolve(), root)
+    return [r for key, r in unique.items() if not any(key != o and o in key.parents for o in unique)]
+
+
+def finished_runs(roots: list[Path]) -> list[tuple[Path, Path, dict]]:
+    """``(run_dir, root, metrics)`` of every run with a valid ``metrics.json``; damaged ones are named and skipped."""
+    out = []
+    for root in roots:
+        for p in sorted(root.glob("**/metrics.json")):
+            record = read_metrics(p)
+            if isinstance(record, str):
+                print(f"rmsim: warning: skipping {p}: {record}", file=sys.stderr)
+                continue
+            out.append((p.parent, root, record))
+    return out
 
 
 def load_table(dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     """Every finished run below ``dirs`` as a DataFrame (one row per run)."""
-    roots = [Path(dirs)] if isinstance(dirs, str | Path) else [Path(d) for d in dirs]
-    rows = []
-    for root in roots:
-        if not root.is_dir():
-            raise FileNotFoundError(f"no such sweep directory: {root}")
-        rows += [run_row(p.parent, root) for p in sorted(root.glob("**/metrics.json"))]
+    roots = _roots(dirs)
+    rows = [run_row(run_dir, root, record) for run_dir, root, record in finished_runs(roots)]
     if not rows:
         raise FileNotFoundError(f"no finished runs (metrics.json) below {', '.join(map(str, roots))}")
     return _consistent(pd.DataFrame(rows))
@@ -71,13 +110,12 @@ def load_table(dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
 
 def load_curves(dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     """Every learning curve below ``dirs`` in long form: one row per curve point, with its run's columns."""
-    roots = [Path(dirs)] if isinstance(dirs, str | Path) else [Path(d) for d in dirs]
     frames = []
-    for root in roots:
-        for p in sorted(root.glob("**/curve.csv")):
-            if not (p.parent / "metrics.json").exists():
-                continue  # an unfinished run
-            row = run_row(p.parent, root)
+    roots = _roots(dirs)
+    for run_dir, root, record in finished_runs(roots):
+        p = run_dir / "curve.csv"
+        if p.exists():
+            row = run_row(run_dir, root, record)
             curve = pd.read_csv(p)
             for key, value in row.items():
                 if key not in curve.columns:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+import typing
+from dataclasses import dataclass, fields, is_dataclass
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -23,24 +25,111 @@ class CLIConfig(Config):
     """paper or sanity (named experiments shrink at sanity scale)."""
     save_arrays: bool = False
     """Write arrays.npz: every [S, A] table of the run (enumerated worlds)."""
+    max_memory_gb: float | None = None
+    """Refuse, before any work, a run whose estimated peak memory is above this (default: 80% of what is free)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.scale in ("paper", "sanity"), "scale", self.scale, "paper or sanity")
+        check(
+            self.max_memory_gb is None or (0 < self.max_memory_gb < float("inf")),
+            "max_memory_gb",
+            self.max_memory_gb,
+            "null (80% of the free memory) or a finite number of GB > 0",
+        )
 
 
 ConfigStore.instance().store(name="base_config", node=CLIConfig)
 
 
-def validate_object(cfg: DictConfig) -> CLIConfig | str:
+def memory_limit_gb(setting: float | None) -> float:
+    """``max_memory_gb``, or by default 80% of the memory free now (``MemAvailable`` in /proc/meminfo)."""
+    if setting is not None:
+        return setting
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return 0.8 * float(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    from sim.resources import default_limit_gb
+
+    return default_limit_gb()
+
+
+def unknown_keys(cfg: DictConfig, schema: type = CLIConfig, prefix: str = "") -> list[tuple[str, object, str]]:
+    """Keys of ``cfg`` that the schema does not have (``+foo=1`` and ``+agent.bta=1`` add them without complaint),
+    as ``(key, value, hint)``."""
+    names = {f.name: f for f in fields(schema)}
+    hints = typing.get_type_hints(schema)
+    out = []
+    for key in cfg:
+        if key == "hydra":
+            continue
+        path = f"{prefix}{key}"
+        if key not in names:
+            near = difflib.get_close_matches(str(key), list(names), n=1)
+            value = OmegaConf.select(cfg, str(key), throw_on_missing=False)
+            out.append((path, value, f"; did you mean {prefix}{near[0]}?" if near else ""))
+            continue
+        sub = hints[key]
+        if is_dataclass(sub) and isinstance(cfg[key], DictConfig):
+            out += unknown_keys(cfg[key], sub, f"{path}.")
+    return out
+
+
+def bool_keys(schema: type = CLIConfig, prefix: str = "") -> set[str]:
+    """The dotted keys whose type is ``bool``."""
+    hints = typing.get_type_hints(schema)
+    out: set[str] = set()
+    for f in fields(schema):
+        t = hints[f.name]
+        if t is bool:
+            out.add(prefix + f.name)
+        elif is_dataclass(t):
+            out |= bool_keys(t, f"{prefix}{f.name}.")
+    return out
+
+
+BOOL_KEYS = bool_keys()
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """What hydra lets through but rmsim refuses: a boolean key given anything but true or false (hydra reads
+    ``save_arrays=2`` as true).
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for o in OverridesParser.create().parse_overrides(overrides):
+        key = o.key_or_group.lstrip("+~")
+        if key in BOOL_KEYS and not o.is_sweep_override():
+            value = o.value()
+            check(isinstance(value, bool), key, value, "true or false")
+        elif key in BOOL_KEYS:
+            for value in o.sweep_iterator():
+                check(isinstance(value, bool), key, value, "true or false")
+
+
+def validate_object(cfg: DictConfig, overrides: list[str] | None = None) -> CLIConfig | str:
     """The checked :class:`CLIConfig`, or the error message naming the key, the value and the allowed range.
 
-    Checks the schema (types, ranges) and then, before any work, everything the registries know: the agent and
-    what it can do, the world kind's capabilities, names of templates, families and references, sizes.
+    Checks the schema (no unknown keys, types, ranges; booleans only true or false when ``overrides`` are given) and
+    then, before any work, everything the registries know: the agent and what it can do, the world kind's
+    capabilities, names of templates, families and references, sizes.
     """
     try:
+        extra = unknown_keys(cfg)
+        if extra:
+            key, value, hint = extra[0]
+            raise ConfigError(key, value, f"only the keys of rmsim's schema (there is no {key}{hint})")
+        if overrides:
+            check_overrides(overrides)
         config = OmegaConf.to_object(cfg)
-        check_run(config)  # type: ignore[arg-type]
+        check_run(config, memory_limit_gb(config.max_memory_gb))  # type: ignore[arg-type, union-attr]
         check(
             not config.save_arrays or not config.env.compressed,  # type: ignore[union-attr]
             "save_arrays",
@@ -55,3 +144,36 @@ def validate_object(cfg: DictConfig) -> CLIConfig | str:
         if not isinstance(cause, ConfigError):
             raise
         return str(cause)
+
+
+#: Delivery settings a learner receives; in the rlhf pipeline the agent learns from the reward model instead.
+DELIVERY = ("corruption.sparsity.mode", "corruption.sparsity.chunk", "corruption.noise.sigma", "corruption.noise.drop")
+
+
+def inapplicable(config: CLIConfig, overrides: list[str]) -> list[str]:
+    """One line per override that cannot change this run (a sweep over agents stays legal: these are warnings).
+
+    Args:
+        config: the validated config.
+        overrides: the run's overrides (``key=value`` strings; group choices such as ``agent=dpo`` are not judged).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from sim.agents import agent_spec
+
+    spec = agent_spec(config.agent.name)
+    out = []
+    for o in OverridesParser.create().parse_overrides(overrides):
+        key = o.key_or_group.lstrip("+~")
+        head, _, rest = key.partition(".")
+        if not rest:
+            continue
+        if head == "agent" and rest not in (*spec.keys, "name"):
+            reads = ", ".join(f"agent.{k}" for k in spec.keys) or "no agent.* key"
+            out.append(f"{key} does not apply to agent={config.agent.name} (it reads {reads})")
+        elif head in ("feedback", "reward_model") and config.pipeline != "rlhf":
+            out.append(f"{key} does not apply to pipeline={config.pipeline} (only pipeline=rlhf has feedback)")
+        elif config.pipeline == "rlhf" and (key in DELIVERY or (head == "corruption" and rest == "sparsity.budget")):
+            out.append(f"{key} does not apply to pipeline=rlhf (it shapes how a learner is paid; here the agent learns "
+                       "from the reward model, and the annotators judge expected returns)")  # fmt: skip
+    return out

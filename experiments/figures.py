@@ -77,7 +77,8 @@ def run_sweep_here(name: str, scale: str, results: Path = RESULTS) -> int:
     root = sweep_dir(name, scale, results)
     ran = 0
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"+experiment={name}", f"scale={scale}"], return_hydra_config=True)
+        overrides = [f"+experiment={name}", f"scale={scale}"]
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
         od = cfg.hydra.job.config.override_dirname
         for job in sweep_jobs(cfg):
             task = [o for o in job if not o.lstrip("+~").startswith("hydra.")]

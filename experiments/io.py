@@ -14,11 +14,23 @@ from typing import IO, Any
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[IO[Any]], None], mode: str) -> None:
+    """Write ``path`` through a temporary file in its directory, then rename it into place.
+
+    The file gets the permissions of a plainly created file (``0o666`` less the umask), so collaborators on a shared
+    filesystem can read results (``mkstemp`` alone would give ``0o600``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
@@ -35,6 +47,28 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
     return v
+
+
+#: What a finished run's ``metrics.json`` must hold, finite (the contract's core metrics).
+REQUIRED_METRICS = ("optimal_return", "oracle_return", "gap", "reference_return", "proxy_return", "kl_to_reference")
+
+
+def read_metrics(path: Path) -> dict[str, Any] | str:
+    """A finished run's metrics, or why ``path`` is not one (missing, unreadable, not a JSON object, a required
+    metric missing or not a finite number)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return "no metrics.json"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"unreadable metrics.json ({type(e).__name__}: {e})"
+    if not isinstance(record, dict):
+        return "metrics.json is not a JSON object"
+    for key in REQUIRED_METRICS:
+        value = record.get(key)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            return f"metrics.json has no finite {key} ({value!r})"
+    return record
 
 
 def write_json(path: Path, record: Mapping[str, Any]) -> None:

@@ -7,8 +7,12 @@ line. Every job's log goes to ``<run dir>/run.log``.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sys
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -18,10 +22,11 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 import experiments  # noqa: F401  (single-threaded BLAS before numpy; registers the subdir resolver)
-from experiments.config import CLIConfig, validate_object
-from experiments.io import write_csv, write_json, write_npz
+from experiments.callbacks import FAILED, RAN_BY, SWEEP_ID
+from experiments.config import CLIConfig, inapplicable, memory_limit_gb, validate_object
+from experiments.io import read_metrics, write_csv, write_json, write_npz, write_text
 from experiments.report import arrays, summary
-from sim.errors import ConfigError
+from sim.errors import ConfigError, RunError
 from sim.run import RunResult, run
 
 log = logging.getLogger("rmsim")
@@ -29,9 +34,9 @@ log = logging.getLogger("rmsim")
 CURVE_COLUMNS = ("step", "oracle_return", "proxy_return", "kl_to_reference")
 
 
-def validate(cfg: DictConfig) -> CLIConfig:
+def validate(cfg: DictConfig, overrides: list[str] | None = None) -> CLIConfig:
     """:func:`experiments.config.validate_object`, exiting with status 2 on an invalid value."""
-    checked = validate_object(cfg)
+    checked = validate_object(cfg, overrides)
     if isinstance(checked, str):
         print(f"rmsim: invalid config: {checked}", file=sys.stderr)
         sys.exit(2)
@@ -68,7 +73,7 @@ def execute(config: CLIConfig, progress: bool = False) -> RunResult:
     """Run a validated config (no files)."""
     bar = ProgressBar() if progress else None
     try:
-        return run(config, progress=bar)
+        return run(config, progress=bar, max_memory_gb=memory_limit_gb(config.max_memory_gb))
     finally:
         if bar is not None:
             bar.close()
@@ -84,26 +89,79 @@ def write_outputs(out: Path, config: CLIConfig, result: RunResult) -> None:
     write_json(out / "metrics.json", result.metrics)  # last: its presence marks a finished run
 
 
+@contextmanager
+def job_lock(out: Path):
+    """Hold ``<out>/.lock`` for the run (an advisory lock released when the process ends, however it ends); yields
+    whether it was free. Two sweeps into one directory never compute a job twice."""
+    out.mkdir(parents=True, exist_ok=True)
+    fh = open(out / ".lock", "a")  # noqa: SIM115  (kept open while the lock is held)
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        fh.close()
+
+
+def fail(out: Path, label: str, reason: str, sweeping: bool, code: int) -> None:
+    """Record why a run failed (``failed.txt``, and ``run.log``); a sweep carries on with its other jobs."""
+    write_text(out / FAILED, reason + "\n")
+    log.error("failed: %s", reason)
+    print(f"rmsim: {'failed' if sweeping else 'run failed'}: {label}: {reason.splitlines()[0]}", file=sys.stderr)
+    if not sweeping:
+        sys.exit(code)
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> dict | None:
-    config = validate(cfg)
     hc = HydraConfig.get()
+    overrides = list(hc.overrides.task)
+    config = validate(cfg, overrides)
     out = Path(hc.runtime.output_dir)
     sweeping = hc.mode == RunMode.MULTIRUN
     label = f"#{hc.job.num} {hc.job.override_dirname or 'defaults'} seed={config.seed}" if sweeping else str(out)
-    if (out / "metrics.json").exists():
+    previous = read_metrics(out / "metrics.json")
+    if isinstance(previous, dict):
         log.info("skipping %s: metrics.json exists", out)
         print(f"rmsim: skipped {label} (metrics.json exists)")
         return None
+    if (out / "metrics.json").exists():
+        print(f"rmsim: {label}: {previous}: running it again", file=sys.stderr)
+    for warning in inapplicable(config, overrides):
+        log.warning(warning)
+        if not sweeping:
+            print(f"rmsim: warning: {warning}", file=sys.stderr)
 
-    log.info("running %s", label)
-    try:
-        result = execute(config, progress=sys.stderr.isatty() and not sweeping)
-    except ConfigError as e:  # a value that only turns out impossible on the drawn data
-        print(f"rmsim: invalid config: {e}", file=sys.stderr)
-        sys.exit(2)
-
-    write_outputs(out, config, result)
+    with job_lock(out) as free:
+        if not free:
+            print(f"rmsim: skipped {label} (another sweep is running it)")
+            return None
+        if isinstance(read_metrics(out / "metrics.json"), dict):  # another sweep finished it meanwhile
+            print(f"rmsim: skipped {label} (metrics.json exists)")
+            return None
+        write_text(out / RAN_BY, os.environ.get(SWEEP_ID, "") + "\n")
+        (out / FAILED).unlink(missing_ok=True)
+        log.info("running %s", label)
+        try:
+            result = execute(config, progress=sys.stderr.isatty() and not sweeping)
+        except ConfigError as e:  # a value that only turns out impossible on the drawn data
+            fail(out, label, f"invalid config: {e}", sweeping, 2)
+            return None
+        except RunError as e:
+            fail(out, label, str(e), sweeping, 1)
+            return None
+        except Exception as e:  # noqa: BLE001  (one job's bug must not stop a sweep; its traceback is kept)
+            if not sweeping:
+                raise
+            fail(out, label, f"{type(e).__name__}: {e}\n{traceback.format_exc()}", sweeping, 1)
+            return None
+        write_outputs(out, config, result)
     log.info("metrics: %s", result.metrics)
     if sweeping:
         print(one_line(result.metrics, label), flush=True)
@@ -113,5 +171,30 @@ def main(cfg: DictConfig) -> dict | None:
     return result.metrics
 
 
+def prevalidate(argv: list[str]) -> None:
+    """Validate a single run's overrides before hydra does, so that a bad key or type gets rmsim's message and exit
+    code 2 (hydra would print its own error and exit 1). Sweeps are validated by the sweep callback."""
+    if any(a.startswith("-") for a in argv):  # -m, --cfg, --help, ...: hydra's own business
+        return
+    from hydra import initialize_config_dir
+
+    from experiments.callbacks import CONFIGS, config_groups, job_config
+
+    task = [a for a in argv if not a.lstrip("+~").startswith("hydra.") and "=" in a]
+    try:
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            cfg = job_config("config", task, {}, config_groups())
+    except Exception as e:  # noqa: BLE001  (hydra's or OmegaConf's rejection of an override)
+        key = getattr(e, "full_key", None)
+        why = str(e).splitlines()[0]
+        print(f"rmsim: invalid config: {key + ': ' if key else ''}{why}", file=sys.stderr)
+        sys.exit(2)
+    checked = validate_object(cfg, task)
+    if isinstance(checked, str):
+        print(f"rmsim: invalid config: {checked}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
+    prevalidate(sys.argv[1:])
     main()

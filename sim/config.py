@@ -366,8 +366,8 @@ class AgentConfig:
     """soft_planner, dpo, ipo, best_of_n: record the optimisation-pressure path in the curve: beta log-spaced from
     path_max_beta down to agent.beta, or n from 1 up to agent.n (``checkpoints`` points). Learning agents' curves
     are their training checkpoints already."""
-    path_max_beta: float = 100.0
-    """The weakest pressure (largest beta) of a beta path (only with path=true)."""
+    path_max_beta: float | None = None
+    """The weakest pressure (largest beta) of a beta path (only with path=true); default max(100, 1000 * beta)."""
     samples: int = 4096
     """best_of_n on a world that cannot list its sequences: reference samples per prompt it chooses among."""
 
@@ -387,7 +387,7 @@ class AgentConfig:
         _check(self.policy in ("tabular", "loglinear"), "agent.policy", self.policy, "tabular or loglinear")
         _check(self.checkpoints >= 2, "agent.checkpoints", self.checkpoints, "an integer >= 2")
         _check(self.samples >= 2, "agent.samples", self.samples, "an integer >= 2")
-        if self.path:
+        if self.path and self.path_max_beta is not None:
             _check(
                 _finite(self.path_max_beta) and self.path_max_beta >= self.beta,
                 "agent.path_max_beta",

@@ -1,4 +1,5 @@
-"""The one error type for bad input: it names the field, the value and what is allowed."""
+"""Errors: bad input (:class:`ConfigError`, naming the key) and a run whose results cannot be trusted
+(:class:`RunError`)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,8 @@ def check(condition: bool, field: str, value: object, allowed: str) -> None:
     """Raise :class:`ConfigError` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(field, value, allowed)
+
+
+class RunError(RuntimeError):
+    """A run produced something that must not be recorded as a result (a non-finite metric, an optimiser that
+    diverged). The message says what and, where it can, which key to change."""

@@ -12,22 +12,28 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import ndtri
+from threadpoolctl import threadpool_limits
 
 from sim.agents import AgentContext, agent_spec, run_agent
 from sim.build import Setup, build_setup, check_setup, seed_streams
 from sim.config import Config
-from sim.errors import ConfigError
+from sim.errors import ConfigError, RunError
 from sim.features import check_templates
 from sim.metrics import exact_metrics
+from sim.resources import check_memory
 from sim.rlhf import run_rlhf
-from sim.worlds import kind_of
+from sim.worlds import bigram_uses, kind_of, n_states, sequence_total
 
 #: Episodes sampled for the Monte Carlo estimate reported beside the exact oracle return.
 MC_EPISODES = 2000
+#: Metrics that every run measures: a NaN or an infinity here is a numerical failure, never "not applicable".
+CORE_METRICS = ("optimal_return", "oracle_return", "reference_return", "proxy_return", "reference_proxy_return",
+                "kl_to_reference")  # fmt: skip
 
 
-def check(cfg: Config) -> bool:
-    """Validate a whole run before any work: the agent's capabilities, the pipeline, and the setup.
+def check(cfg: Config, max_memory_gb: float | None = None) -> bool:
+    """Validate a whole run before any work: the agent's capabilities, the pipeline, the setup, and its memory
+    (estimated in closed form, against ``max_memory_gb``; default: a safe fraction of the memory available).
 
     Returns:
         Whether a compressed world must keep the last token in its states.
@@ -55,6 +61,8 @@ def check(cfg: Config) -> bool:
     track = check_setup(cfg.env, cfg.oracle, cfg.corruption, cfg, agent_templates)
     if spec.check is not None:  # the agent's own limits, once the names and the world are known to be valid
         spec.check(cfg)
+    n_bigram = len(bigram_uses(cfg, agent_templates)) if track else 0
+    check_memory(cfg, n_states(cfg.env, track), sequence_total(cfg.env), n_bigram, max_memory_gb)
     return track
 
 
@@ -77,10 +85,22 @@ class RunResult:
     curve: list[dict[str, float]] = field(default_factory=list)
 
 
-def run(cfg: Config, progress=None) -> RunResult:
-    """Run one experiment end to end (``progress(done, total)`` is called during training, if given)."""
+def run(cfg: Config, progress=None, max_memory_gb: float | None = None) -> RunResult:
+    """Run one experiment end to end (``progress(done, total)`` is called during training, if given).
+
+    BLAS and OpenMP run on one thread inside, whatever the environment says, so results do not depend on it.
+
+    Raises:
+        ConfigError: a setting that turns out impossible on the drawn data.
+        RunError: a result that must not be recorded (a non-finite core metric or learning curve).
+    """
+    with threadpool_limits(limits=1):
+        return _run(cfg, progress, max_memory_gb)
+
+
+def _run(cfg: Config, progress, max_memory_gb: float | None) -> RunResult:
     t0 = time.perf_counter()
-    track = check(cfg)
+    track = check(cfg, max_memory_gb)
     setup = build_setup(cfg.env, cfg.oracle, cfg.corruption, cfg.seed, track)
     world, oracle = setup.world, setup.oracle
     streams = seed_streams(cfg.seed)
@@ -115,6 +135,14 @@ def run(cfg: Config, progress=None) -> RunResult:
         oracle_return_mc_ci99_hi=hi,
         wall_time_s=time.perf_counter() - t0,
     )
+    bad = [k for k in CORE_METRICS if not np.isfinite(metrics[k])]
+    bad += [f"curve.csv {k}" for k in ("oracle_return", "proxy_return", "kl_to_reference")
+            if any(not np.isfinite(row[k]) for row in agent.curve)]  # fmt: skip
+    if bad:
+        raise RunError(
+            f"non-finite {', '.join(bad)} (a numerical failure: e.g. agent.beta or agent.lr out of the range where "
+            "the optimiser is stable, or rewards too large); nothing was recorded"
+        )
     return RunResult(metrics=metrics, setup=setup, policy=agent.policy, proxy=proxy, curve=agent.curve)
 
 

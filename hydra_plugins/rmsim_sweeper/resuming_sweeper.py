@@ -8,7 +8,8 @@ the unfinished jobs.
 The directory of a job is ``hydra.sweep.dir / hydra.sweep.subdir``. The filter works out the subdir itself only
 for rmsim's scheme (``${rmsim_subdir:${hydra.job.override_dirname},${seed}}``): with any other ``subdir`` it
 launches every job, and the task function's own skip still applies. A job is never skipped by mistake: the
-directory must hold ``metrics.json``, which is written last and atomically.
+directory must hold a valid ``metrics.json`` (it parses and has every core metric, finite), which is written last and
+atomically; a damaged one is reported and its job runs again.
 """
 
 # No ``from __future__ import annotations``: hydra executes plugin modules outside sys.modules, where dataclasses
@@ -68,8 +69,14 @@ class ResumingSweeper(BasicSweeper):
         exclude, item_sep, kv_sep = list(od.exclude_keys), od.item_sep, od.kv_sep
         seed = self.config.get("seed")
 
+        from experiments.io import read_metrics
+
         def finished(job: list[str]) -> bool:
-            return (root / job_subdir(job, exclude, item_sep, kv_sep, seed) / "metrics.json").is_file()
+            path = root / job_subdir(job, exclude, item_sep, kv_sep, seed) / "metrics.json"
+            record = read_metrics(path)
+            if isinstance(record, str) and path.exists():
+                print(f"rmsim: {path.parent.name}: {record}: running it again")
+            return isinstance(record, dict)
 
         return finished
 

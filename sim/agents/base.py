@@ -89,8 +89,10 @@ class Curve:
 
 
 def beta_path(cfg) -> np.ndarray:
-    """The betas of an optimisation-pressure path: log-spaced from ``path_max_beta`` down to ``beta``."""
-    return np.geomspace(cfg.path_max_beta, cfg.beta, cfg.checkpoints)
+    """The betas of an optimisation-pressure path: log-spaced from ``path_max_beta`` (default max(100, 1000 beta))
+    down to ``beta``."""
+    top = cfg.path_max_beta if cfg.path_max_beta is not None else max(100.0, 1000.0 * cfg.beta)
+    return np.geomspace(top, cfg.beta, cfg.checkpoints)
 
 
 def pressure_path(ctx: AgentContext, cfg, policy_at) -> AgentResult:

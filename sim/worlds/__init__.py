@@ -7,7 +7,7 @@ kind says, before any work, which settings it can carry (:func:`check`): a refus
 from __future__ import annotations
 
 from sim.worlds.base import LevelPolicy, Rows, Sequences, SequenceSource, Table, World
-from sim.worlds.enumerated import EnumeratedWorld, enumerated_size
+from sim.worlds.enumerated import EnumeratedWorld, enumerated_size, sequence_count
 from sim.worlds.markov import FactoredReward, MarkovWorld
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "kind_of",
     "make_world",
     "n_states",
+    "sequence_total",
 ]
 
 KINDS = {"enumerated": EnumeratedWorld, "markov": MarkovWorld}
@@ -42,6 +43,13 @@ def n_states(env, track_last_token: bool = True) -> float:
     b = env.vocab_size - 1 if env.eos else env.vocab_size
     per_level = env.n_prompts * b if (track_last_token and env.horizon > 1) else env.n_prompts
     return float(env.n_prompts + (env.horizon - 1) * per_level)
+
+
+def sequence_total(env) -> float | None:
+    """The number of complete sequences of the world ``env`` asks for, where that world lists them, else None."""
+    if env.compressed:
+        return None
+    return sequence_count(env.n_prompts, env.vocab_size, env.horizon, env.eos)
 
 
 def make_world(env, track_last_token: bool = True) -> World:

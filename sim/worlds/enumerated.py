@@ -36,6 +36,15 @@ def enumerated_size(n_prompts: int, vocab_size: int, horizon: int, eos: bool = T
     return n_prompts * (float(b) ** horizon - 1) / (b - 1)
 
 
+def sequence_count(n_prompts: int, vocab_size: int, horizon: int, eos: bool = True) -> float:
+    """The number of complete sequences in closed form: an EOS from every state above the last level, and every
+    token from the last level."""
+    b = vocab_size - 1 if eos else vocab_size
+    last = n_prompts * float(b) ** (horizon - 1) if (horizon - 1) * np.log10(max(b, 1)) < 300 else np.inf
+    above = enumerated_size(n_prompts, vocab_size, horizon - 1, eos) if horizon > 1 else 0.0
+    return (above if eos else 0.0) + last * vocab_size
+
+
 def validate_world(n_prompts: int, vocab_size: int, horizon: int, eos: bool = True, prefix: str = "env.") -> None:
     """Check an enumerated world's size before building it (fast, for any size).
 
@@ -54,9 +63,12 @@ def validate_world(n_prompts: int, vocab_size: int, horizon: int, eos: bool = Tr
     check(isinstance(horizon, int | np.integer) and horizon >= 1, f"{prefix}horizon", horizon, "an integer >= 1")
     entries = enumerated_size(n_prompts, vocab_size, horizon, eos) * vocab_size
     if entries > MAX_ENUMERATED_ENTRIES:
+        # blame the vocabulary when even two levels of it are too many; otherwise the horizon
+        two_levels = enumerated_size(n_prompts, vocab_size, min(horizon, 2), eos) * vocab_size
+        key, value = ("vocab_size", vocab_size) if two_levels > MAX_ENUMERATED_ENTRIES else ("horizon", horizon)
         raise ConfigError(
-            f"{prefix}horizon" if horizon > 1 else f"{prefix}vocab_size",
-            horizon if horizon > 1 else vocab_size,
+            f"{prefix}{key}",
+            value,
             f"a world with S*A <= {MAX_ENUMERATED_ENTRIES:.0e} state-action entries (n_prompts={n_prompts}, "
             f"vocab_size={vocab_size}, horizon={horizon} gives {entries:.3g}); shrink vocab_size or horizon, or set "
             "env.compressed=true for a Markov world that is never enumerated",
