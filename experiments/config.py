@@ -177,3 +177,28 @@ def inapplicable(config: CLIConfig, overrides: list[str]) -> list[str]:
             out.append(f"{key} does not apply to pipeline=rlhf (it shapes how a learner is paid; here the agent learns "
                        "from the reward model, and the annotators judge expected returns)")  # fmt: skip
     return out
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> CLIConfig:
+    """The command line's validated config for a list of override strings, e.g. ``["env=medium", "seed=3"]``: the
+    same config ``python -m experiments.run env=medium seed=3`` runs (for gymnasium envs and notebooks).
+
+    Raises:
+        ConfigError: naming the key, for a value out of range (hydra's own errors for an unknown preset).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from experiments.callbacks import CONFIGS
+
+    overrides = list(overrides)
+    if GlobalHydra.instance().is_initialized():  # inside a hydra app or another initialize: compose directly
+        cfg = compose(config_name="config", overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+    checked = validate_object(cfg, overrides)
+    if isinstance(checked, str):
+        key, _, rest = checked.partition(" = ")
+        raise ConfigError(key, rest.partition(" is invalid")[0], rest.partition("allowed ")[2] or checked)
+    return checked

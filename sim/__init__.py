@@ -1,7 +1,8 @@
 """rmsim: a reward misspecification simulator for RLHF research (import package ``sim``).
 
 Importing ``sim`` registers the gymnasium ids ``rmsim/TextMDP-v0`` (an enumerated world) and ``rmsim/MarkovText-v0``
-(a compressed world at language-model scale), each with a natively batched vector entry point (``make_vec``).
+(a compressed world at language-model scale), each with a natively batched vector entry point (``make_vec``), and
+gives :func:`sim.score`: the exact metrics of any policy, however it was trained (:mod:`sim.scoring`).
 """
 
 from __future__ import annotations
@@ -22,3 +23,7 @@ def _register() -> None:
 
 
 _register()
+
+from sim.scoring import score  # noqa: E402
+
+__all__ = ["ENV_ID", "MARKOV_ENV_ID", "score"]

@@ -6,7 +6,9 @@ exactly the world of ``python -m experiments.run seed=k`` with the same settings
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import typing
+from dataclasses import asdict, dataclass, fields, is_dataclass
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +43,52 @@ class Setup:
     world: World
     oracle: Oracle
     channel: Channel
+
+
+def _plain(x: Any) -> Any:
+    """Nested mappings and sequences (dicts, OmegaConf configs, config dataclasses) as plain dicts and lists."""
+    if is_dataclass(x) and not isinstance(x, type):
+        return asdict(x)
+    if hasattr(x, "items"):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple) or (hasattr(x, "__len__") and hasattr(x, "__getitem__") and not isinstance(x, str)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def config_from(config: Any = None, extra: dict | None = None) -> Config:
+    """A validated :class:`sim.config.Config` from a Config, or its nested mapping (keys left out keep the command
+    line's defaults, which are the schema's), with ``extra`` merged on top.
+
+    Raises:
+        ConfigError: naming an unknown key or a value out of range.
+    """
+    base = _plain(config or {})
+    tree = _merge(base, {k: v for k, v in _plain(extra or {}).items() if v not in ({}, None)})
+    return _build(Config, tree, "")
+
+
+def _build(schema: type, tree: dict, prefix: str):
+    if not isinstance(tree, dict):
+        raise ConfigError(prefix.rstrip(".") or "config", tree, "a mapping of keys")
+    hints = typing.get_type_hints(schema)
+    names = {f.name for f in fields(schema)}
+    kwargs = {}
+    for key, value in tree.items():
+        if key not in names:
+            if schema is Config:
+                continue  # the command line's own keys (name, scale, save_arrays, ...) do not build a world
+            raise ConfigError(f"{prefix}{key}", value, f"keys of {schema.__name__}: {sorted(names)}")
+        sub = hints[key]
+        kwargs[key] = _build(sub, value, f"{prefix}{key}.") if is_dataclass(sub) else value
+    return schema(**kwargs)
 
 
 def oracle_kwargs(oracle: OracleConfig) -> dict:

@@ -8,6 +8,7 @@ Markov world at language-model scale. Learners of :mod:`sim.agents` roll out in 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
@@ -16,31 +17,35 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from sim.build import Setup, build_setup, check_setup
-from sim.config import CorruptionConfig, EnvConfig, OracleConfig
-from sim.errors import check
+from sim.build import Setup, build_setup, check_setup, config_from
+from sim.config import EnvConfig
+from sim.errors import ConfigError, check
 
 OBS_MODES = ("state", "tokens", "markov")
 
 
-def setup_from_kwargs(
-    compressed: bool,
-    n_prompts: int,
-    vocab_size: int,
-    horizon: int,
-    eos: bool,
-    reference: str,
-    ref_temperature: float,
-    oracle: dict | None,
-    corruption: dict | CorruptionConfig | None,
-    world_seed: int,
-) -> Setup:
-    """The setup of the envs' keyword arguments (validated like a run's config)."""
-    env = EnvConfig(n_prompts, vocab_size, horizon, eos, reference, ref_temperature, compressed)
-    oracle_cfg = OracleConfig(**(oracle or {}))
-    corruption_cfg = CorruptionConfig.of(corruption)
-    track = check_setup(env, oracle_cfg, corruption_cfg)
-    return build_setup(env, oracle_cfg, corruption_cfg, world_seed, track)
+#: The world keyword arguments an env takes as shorthands for ``config.env.*``.
+ENV_KEYS = ("n_prompts", "vocab_size", "horizon", "eos", "reference", "ref_temperature", "compressed")
+
+
+def env_setup(config: Any = None, world_seed: int = 0, oracle: Any = None, corruption: Any = None, **env: Any) -> Setup:
+    """The setup an env is built on, from the command line's config and defaults (:func:`sim.build.config_from`).
+
+    Args:
+        config: a :class:`sim.config.Config`, or its nested mapping (a dict or an OmegaConf config), e.g.
+            ``{"env": {"n_prompts": 4}, "corruption": {"noise": {"sigma": 0.5}}}``; keys left out keep the command
+            line's defaults. For the command line's presets and override strings (``["env=medium"]``) pass
+            ``experiments.config.compose_config([...])``.
+        world_seed: the seed of the world (the same world as ``experiments.run seed=world_seed``).
+        oracle, corruption: mappings merged into ``config.oracle`` / ``config.corruption`` (shorthands).
+        env: shorthands for ``config.env.*`` (``n_prompts``, ``vocab_size``, ...).
+    """
+    unknown = set(env) - set(ENV_KEYS)
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], env[sorted(unknown)[0]], f"env keyword arguments among {list(ENV_KEYS)}")
+    cfg = config_from(config, {"env": env, "oracle": oracle or {}, "corruption": corruption or {}})
+    track = check_setup(cfg.env, cfg.oracle, cfg.corruption, cfg)
+    return build_setup(cfg.env, cfg.oracle, cfg.corruption, world_seed, track)
 
 
 class _Spec:
@@ -110,17 +115,20 @@ class TextEnv(gym.Env, _Spec):
     truncated: the horizon is part of the task.
 
     ## Arguments
-    * ``n_prompts``, ``vocab_size``, ``horizon``, ``eos``, ``reference``, ``ref_temperature``: the world.
-    * ``oracle``: keyword arguments of :class:`sim.config.OracleConfig`, e.g. ``{"kind": "nonlinear"}``.
-    * ``corruption``: nested dict or :class:`sim.config.CorruptionConfig`, e.g.
-      ``{"sparsity": {"mode": "terminal"}, "noise": {"sigma": 0.5}}``.
-    * ``world_seed``: draws the oracle and the corruption (the same world as ``experiments.run seed=...``).
+    * ``config``: the command line's config: a :class:`sim.config.Config` or its nested mapping (a dict, an OmegaConf
+      config, or ``experiments.config.compose_config(["env=medium", ...])`` for presets and override strings); what
+      it leaves out keeps the command line's defaults, so ``world_seed=k`` and the same settings give the world of
+      ``python -m experiments.run seed=k``.
+    * ``world_seed``: draws the reference, the oracle and the corruption.
     * ``obs_mode``: ``state``, ``tokens`` or ``markov``.
-    * ``setup``: a prebuilt :class:`sim.build.Setup` (overrides the world, oracle and corruption arguments).
+    * ``n_prompts``, ``vocab_size``, ``horizon``, ``eos``, ``reference``, ``ref_temperature``, ``compressed``:
+      shorthands for ``config.env.*``; ``oracle``, ``corruption``: mappings merged into ``config.oracle`` and
+      ``config.corruption`` (e.g. ``corruption={"sparsity": {"mode": "terminal"}, "noise": {"sigma": 0.5}}``).
+    * ``setup``: a prebuilt :class:`sim.build.Setup` (instead of all of the above).
 
     Example:
         >>> import gymnasium as gym, sim
-        >>> env = gym.make("rmsim/TextMDP-v0", n_prompts=2, vocab_size=4, horizon=3)
+        >>> env = gym.make("rmsim/TextMDP-v0", config={"env": {"n_prompts": 2, "vocab_size": 4, "horizon": 3}})
         >>> obs, info = env.reset(seed=0)
         >>> obs, reward, terminated, truncated, info = env.step(0)  # EOS ends the episode
         >>> bool(terminated), "oracle_reward" in info
@@ -131,23 +139,17 @@ class TextEnv(gym.Env, _Spec):
 
     def __init__(
         self,
-        n_prompts: int = 2,
-        vocab_size: int = 4,
-        horizon: int = 3,
-        eos: bool = True,
-        reference: str = "uniform",
-        ref_temperature: float = 1.0,
-        oracle: dict | None = None,
-        corruption: dict | CorruptionConfig | None = None,
+        config: Any = None,
         world_seed: int = 0,
         obs_mode: str = "state",
         render_mode: str | None = None,
         setup: Setup | None = None,
-        compressed: bool = False,
+        oracle: Any = None,
+        corruption: Any = None,
+        **env: Any,
     ):
         if setup is None:
-            setup = setup_from_kwargs(compressed, n_prompts, vocab_size, horizon, eos, reference, ref_temperature,
-                                      oracle, corruption, world_seed)  # fmt: skip
+            setup = env_setup(config, world_seed, oracle, corruption, **env)
         self._init_spec(setup, obs_mode)
         self.observation_space = self._single_obs_space
         self.action_space = self._single_act_space
@@ -206,8 +208,9 @@ class TextVectorEnv(VectorEnv, _Spec):
 
     Next-step autoreset (``metadata["autoreset_mode"]``): after an episode terminates, the next ``step``
     ignores that slot's action, starts a new episode there and returns its first observation with reward 0.
-    ``infos["oracle_reward"]`` carries the true reward of every slot (``infos["_oracle_reward"]`` marks
-    the slots that really stepped). Same arguments as :class:`TextEnv`, plus ``num_envs``.
+    ``infos["oracle_reward"]`` carries the true reward of every slot and ``infos["state"]`` the state it acted in
+    (``infos["_oracle_reward"]``, ``infos["_state"]`` mark the slots that really stepped): the same keys as gymnasium's
+    own vector envs around :class:`TextEnv`. Same arguments as :class:`TextEnv`, plus ``num_envs``.
 
     Example:
         >>> import gymnasium as gym, numpy as np, sim
@@ -223,23 +226,17 @@ class TextVectorEnv(VectorEnv, _Spec):
     def __init__(
         self,
         num_envs: int = 1,
-        n_prompts: int = 2,
-        vocab_size: int = 4,
-        horizon: int = 3,
-        eos: bool = True,
-        reference: str = "uniform",
-        ref_temperature: float = 1.0,
-        oracle: dict | None = None,
-        corruption: dict | CorruptionConfig | None = None,
+        config: Any = None,
         world_seed: int = 0,
         obs_mode: str = "state",
         setup: Setup | None = None,
-        compressed: bool = False,
+        oracle: Any = None,
+        corruption: Any = None,
+        **env: Any,
     ):
         check(num_envs >= 1, "num_envs", num_envs, ">= 1")
         if setup is None:
-            setup = setup_from_kwargs(compressed, n_prompts, vocab_size, horizon, eos, reference, ref_temperature,
-                                      oracle, corruption, world_seed)  # fmt: skip
+            setup = env_setup(config, world_seed, oracle, corruption, **env)
         self._init_spec(setup, obs_mode)
         self.num_envs = int(num_envs)
         self.single_observation_space = self._single_obs_space
@@ -264,7 +261,8 @@ class TextVectorEnv(VectorEnv, _Spec):
         self._pending[:] = 0.0
         self._done[:] = False
         self._carries = self.setup.channel.episode_flags(self.num_envs, self.np_random)
-        return self._obs(self._states, self._last_tokens), {}
+        every = np.ones(self.num_envs, dtype=bool)
+        return self._obs(self._states, self._last_tokens), {"state": self._states.copy(), "_state": every}
 
     def step(self, actions):
         w, V = self.world, self.world.vocab_size
@@ -297,16 +295,24 @@ class TextVectorEnv(VectorEnv, _Spec):
         self._last_tokens = new_last
         self._done = terminated.copy()
         truncated = np.zeros(self.num_envs, dtype=bool)
-        infos = {"oracle_reward": oracle, "_oracle_reward": stepped}
+        infos = {"oracle_reward": oracle, "_oracle_reward": stepped, "state": s, "_state": stepped}
         return obs, rewards, terminated, truncated, infos
 
 
+#: ``rmsim/MarkovText-v0``'s world when its config leaves it out: the ``env=large`` preset.
+MARKOV_ENV = {"n_prompts": 4, "vocab_size": 1000, "horizon": 32, "eos": True, "reference": "bigram", "compressed": True}
+
+
 def _markov_defaults(kwargs: dict) -> dict:
-    """``rmsim/MarkovText-v0``'s defaults: 4 prompts, 1000 tokens, horizon 32, a bigram reference."""
-    out = {"n_prompts": 4, "vocab_size": 1000, "horizon": 32, "reference": "bigram", **kwargs, "compressed": True}
-    if "setup" not in kwargs:
-        out["oracle"] = {"templates": ["unigram", "position", "bigram", "prompt"], **(kwargs.get("oracle") or {})}
-    return out
+    """``rmsim/MarkovText-v0``: the ``env=large`` world unless the config or the keywords say otherwise."""
+    if "setup" in kwargs:
+        return kwargs
+    cfg = config_from(kwargs.pop("config", None))
+    if cfg.env == EnvConfig():  # the config did not choose a world: take env=large's
+        cfg = replace(cfg, env=EnvConfig(**MARKOV_ENV))
+    else:
+        cfg = replace(cfg, env=replace(cfg.env, compressed=True))
+    return {**kwargs, "config": cfg}
 
 
 def markov_env(**kwargs: Any) -> TextEnv:

@@ -1,0 +1,185 @@
+"""``sim.score``: exact metrics of any policy, however it was trained (a table, a function of observations, an SB3
+model).
+
+A policy trained outside rmsim (stable-baselines3, your own code) is scored exactly the way ``experiments.run``
+scores its own agents: it is asked for its action probabilities (or actions) at every state of the world, level by
+level, and the result is evaluated by :meth:`sim.worlds.World.evaluate` (the occupancy recursion, no sampling; on a
+compressed world, over (prompt, position, last token) states: no enumeration). The keys are those of
+``metrics.json``.
+
+Example:
+    >>> import gymnasium as gym, numpy as np, sim
+    >>> env = gym.make("rmsim/TextMDP-v0", config={"env": {"n_prompts": 2, "vocab_size": 4, "horizon": 3}})
+    >>> m = sim.score(lambda obs: np.full((len(obs), 4), 0.25), env)  # the uniform policy
+    >>> round(m["kl_to_reference"], 12), m["oracle_return"] == m["reference_return"]
+    (0.0, True)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sim.build import Setup
+from sim.errors import ConfigError
+from sim.metrics import exact_metrics
+from sim.worlds import LevelPolicy, Table
+
+
+def setup_of(target: Any) -> Setup:
+    """The :class:`sim.build.Setup` behind a gymnasium env (wrapped or not), a vector env, or a setup itself."""
+    if isinstance(target, Setup):
+        return target
+    for candidate in (target, getattr(target, "unwrapped", None), getattr(target, "env", None)):
+        setup = getattr(candidate, "setup", None)
+        if isinstance(setup, Setup):
+            return setup
+    raise TypeError(f"cannot find an rmsim world in {type(target).__name__}: pass an rmsim env or a sim.build.Setup")
+
+
+def observations(world, states: np.ndarray, obs_mode: str) -> np.ndarray:
+    """What an rmsim env shows at the start of a step in ``states`` (``state``, ``tokens`` or ``markov`` mode)."""
+    if obs_mode == "state":
+        return np.asarray(states)
+    if obs_mode == "tokens":
+        return world.token_table()[states]
+    if obs_mode == "markov":
+        last = world.last_token[states]
+        return np.stack([world.prompt[states], world.depth[states], np.where(last < 0, world.vocab_size, last)], axis=1)
+    raise ConfigError("obs_mode", obs_mode, "state, tokens or markov")
+
+
+def _one_hot(actions: np.ndarray, n_actions: int) -> np.ndarray:
+    actions = np.asarray(actions).reshape(-1).astype(np.int64)
+    if actions.size and (actions.min() < 0 or actions.max() >= n_actions):
+        raise ValueError(f"actions outside [0, {n_actions})")
+    out = np.zeros((actions.size, n_actions))
+    out[np.arange(actions.size), actions] = 1.0
+    return out
+
+
+def _query(policy: Any, obs: np.ndarray, n_actions: int, deterministic: bool) -> np.ndarray:
+    """Action probabilities (n, A) of a batch of observations."""
+    sb3 = getattr(policy, "policy", None)
+    if hasattr(policy, "predict"):
+        if not deterministic and hasattr(sb3, "get_distribution") and hasattr(sb3, "obs_to_tensor"):
+            dist = sb3.get_distribution(sb3.obs_to_tensor(obs)[0])  # stable-baselines3: the policy's own probabilities
+            probs = dist.distribution.probs.detach().cpu().numpy()
+            return np.asarray(probs, dtype=np.float64).reshape(len(obs), n_actions)
+        actions, _ = policy.predict(obs, deterministic=True)
+        return _one_hot(actions, n_actions)
+    if callable(policy):
+        out = np.asarray(policy(obs), dtype=np.float64)
+        if out.ndim == 2 and out.shape == (len(obs), n_actions):
+            return out
+        return _one_hot(out, n_actions)
+    raise TypeError("a policy is an (S, A) array, a function of observations, or an object with predict()")
+
+
+def as_policy(policy: Any, world, obs_mode: str = "state", deterministic: bool = False):
+    """A policy of ``world`` (rows per level) from an (S, A) array, a function ``obs -> (n, A) probabilities or (n,)
+    actions``, or an object with an SB3-style ``predict(obs, deterministic=...)`` (whose action probabilities are
+    used when it exposes them, unless ``deterministic``).
+
+    Raises:
+        ConfigError: when the policy reads what the world does not keep (the last token of a compressed world built
+            without it).
+        ValueError: when a row is not a distribution over the actions.
+    """
+    A = world.n_actions
+    if isinstance(policy, np.ndarray):
+        if policy.shape != (world.n_states, A):
+            raise ValueError(f"a policy table has shape (S, A) = {(world.n_states, A)}, not {policy.shape}")
+        _check_rows(policy)
+        return Table(world, np.asarray(policy, dtype=np.float64))
+    if obs_mode == "markov" and not getattr(world, "track", True):
+        raise ConfigError(
+            "obs_mode",
+            obs_mode,
+            "state (or a world that keeps the last token): this compressed world's states are (prompt, position) "
+            "because nothing in its rewards or reference reads the last token, so a policy that reads it cannot be "
+            "scored exactly (mc_episodes estimates it by sampling)",
+        )
+
+    def rows_at(t: int, local: np.ndarray) -> np.ndarray:
+        states = world.level_start[t] + np.asarray(local)
+        probs = _query(policy, observations(world, states, obs_mode), A, deterministic)
+        _check_rows(probs)
+        return probs
+
+    return LevelPolicy(world, lambda t: rows_at(t, np.arange(int(world.sizes[t]))), rows_at)
+
+
+def _check_rows(probs: np.ndarray) -> None:
+    total = probs.sum(axis=1)
+    if not (np.all(np.isfinite(probs)) and np.all(probs >= -1e-12) and np.allclose(total, 1.0, atol=1e-6)):
+        raise ValueError("a policy's rows must be finite, non-negative and sum to 1 (within 1e-6)")
+
+
+def score(
+    policy: Any,
+    target: Any,
+    obs_mode: str | None = None,
+    deterministic: bool = False,
+    mc_episodes: int = 0,
+    seed: int = 0,
+) -> dict[str, float | None]:
+    """Exact metrics of any policy on an rmsim world: the keys of ``metrics.json``.
+
+    Args:
+        policy: an (S, A) array over the world's states; a function of a batch of observations giving action
+            probabilities (n, A) or actions (n,); or an object with ``predict(obs, deterministic=...)``
+            (stable-baselines3), scored by its action probabilities when it exposes them.
+        target: the env the policy was trained in (``gymnasium.make`` or ``make_vec`` of an rmsim id, wrapped or not),
+            or a :class:`sim.build.Setup`.
+        obs_mode: the observations the policy reads (default: the env's own).
+        deterministic: score the greedy action of an SB3 model instead of its probabilities.
+        mc_episodes: also roll the policy itself out for this many episodes in the env and report the mean oracle
+            return with a 99% interval (``oracle_return_mc``, ``_ci99_lo``, ``_hi``): a cross-check of the exact value.
+        seed: the Monte Carlo rollouts' seed.
+
+    Returns:
+        ``optimal_return``, ``oracle_return``, ``reference_return``, ``gap``, ``normalized_gap``, ``proxy_return``
+        (under the env's expected reward), ``reference_proxy_return``, ``kl_to_reference``, and the Monte Carlo keys.
+    """
+    setup = setup_of(target)
+    mode = obs_mode or getattr(getattr(target, "unwrapped", target), "obs_mode", None) or "state"
+    world = setup.world
+    rows = as_policy(policy, world, mode, deterministic)
+    metrics = exact_metrics(world, rows, setup.oracle.reward, setup.channel.expected())
+    if mc_episodes:
+        from sim.run import mc_estimate
+
+        returns = rollout_returns(policy, setup, mode, mc_episodes, seed, deterministic)
+        mc, lo, hi = mc_estimate(returns, 0.99)
+        metrics.update(oracle_return_mc=mc, oracle_return_mc_ci99_lo=lo, oracle_return_mc_ci99_hi=hi)
+    return metrics
+
+
+def rollout_returns(
+    policy: Any, setup: Setup, obs_mode: str, episodes: int, seed: int = 0, deterministic: bool = False
+) -> np.ndarray:
+    """Oracle returns (episodes,) of ``policy`` itself, acting in the batched env on its own observations."""
+    from sim.env import TextVectorEnv
+
+    A = setup.world.n_actions
+    batch = min(episodes, 1024)
+    env = TextVectorEnv(num_envs=batch, setup=setup, obs_mode=obs_mode)
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    totals, returns = np.zeros(batch), []
+    done = np.zeros(batch, dtype=bool)  # slots that ended last step: the env restarts them, ignoring their action
+    while len(returns) < episodes:
+        a = np.zeros(batch, dtype=np.int64)
+        live = np.flatnonzero(~done)  # the policy is asked only about states it acts in (not final observations)
+        probs = policy[obs[live]] if isinstance(policy, np.ndarray) else _query(policy, obs[live], A, deterministic)
+        cum = np.cumsum(probs, axis=1)
+        a[live] = np.minimum((rng.random(live.size)[:, None] * cum[:, -1:] >= cum).sum(axis=1), A - 1)
+        obs, _, terminated, _, info = env.step(a)
+        totals += np.where(info["_oracle_reward"], info["oracle_reward"], 0.0)
+        for i in np.flatnonzero(terminated):
+            returns.append(totals[i])
+            totals[i] = 0.0
+        done = terminated
+    return np.asarray(returns[:episodes])
