@@ -50,6 +50,8 @@ def _jsonable(v: Any) -> Any:
 
 
 #: What a finished run's ``metrics.json`` must hold, finite (the contract's core metrics).
+#: The columns every ``curve.csv`` has, in order; a run may add more (e.g. ``beta`` along a pressure path).
+CURVE_COLUMNS = ("step", "oracle_return", "proxy_return", "kl_to_reference")
 REQUIRED_METRICS = ("optimal_return", "oracle_return", "gap", "reference_return", "proxy_return", "kl_to_reference")
 
 

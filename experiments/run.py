@@ -24,14 +24,12 @@ from tqdm.auto import tqdm
 import experiments  # noqa: F401  (single-threaded BLAS before numpy; registers the subdir resolver)
 from experiments.callbacks import FAILED, RAN_BY, SWEEP_ID
 from experiments.config import CLIConfig, inapplicable, memory_limit_gb, validate_object
-from experiments.io import read_metrics, write_csv, write_json, write_npz, write_text
+from experiments.io import CURVE_COLUMNS, read_metrics, write_csv, write_json, write_npz, write_text
 from experiments.report import arrays, summary
 from sim.errors import ConfigError, RunError
 from sim.run import RunResult, run
 
 log = logging.getLogger("rmsim")
-
-CURVE_COLUMNS = ("step", "oracle_return", "proxy_return", "kl_to_reference")
 
 
 def validate(cfg: DictConfig, overrides: list[str] | None = None) -> CLIConfig:
