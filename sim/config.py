@@ -370,6 +370,18 @@ class AgentConfig:
     """The weakest pressure (largest beta) of a beta path (only with path=true); default max(100, 1000 * beta)."""
     samples: int = 4096
     """best_of_n on a world that cannot list its sequences: reference samples per prompt it chooses among."""
+    clip: float = 0.2
+    """ppo: the clip range epsilon of the surrogate objective (ratios outside [1 - eps, 1 + eps] stop the gradient)."""
+    epochs: int = 4
+    """ppo: passes over each batch of rollouts."""
+    minibatch: int = 8
+    """ppo: minibatches per epoch."""
+    gae_lambda: float = 0.95
+    """ppo: lambda of generalised advantage estimation (1 = Monte Carlo returns, 0 = one-step TD)."""
+    value_lr: float = 0.1
+    """ppo: step size of the linear value function (Adam)."""
+    target_kl: float | None = None
+    """ppo: with a value, an adaptive KL controller moves beta to keep the batch's KL near it (Ziegler et al.)."""
 
     def __post_init__(self) -> None:
         _check(_finite(self.beta) and self.beta > 0, "agent.beta", self.beta, "a finite number > 0")
@@ -387,6 +399,17 @@ class AgentConfig:
         _check(self.policy in ("tabular", "loglinear"), "agent.policy", self.policy, "tabular or loglinear")
         _check(self.checkpoints >= 2, "agent.checkpoints", self.checkpoints, "an integer >= 2")
         _check(self.samples >= 2, "agent.samples", self.samples, "an integer >= 2")
+        _check(_finite(self.clip) and 0 < self.clip < 1, "agent.clip", self.clip, "in (0, 1)")
+        _check(self.epochs >= 1, "agent.epochs", self.epochs, "an integer >= 1")
+        _check(self.minibatch >= 1, "agent.minibatch", self.minibatch, "an integer >= 1")
+        _check(_finite(self.gae_lambda) and 0 <= self.gae_lambda <= 1, "agent.gae_lambda", self.gae_lambda, "in [0, 1]")
+        _check(_finite(self.value_lr) and self.value_lr > 0, "agent.value_lr", self.value_lr, "a finite number > 0")
+        _check(
+            self.target_kl is None or (_finite(self.target_kl) and self.target_kl > 0),
+            "agent.target_kl",
+            self.target_kl,
+            "null (a fixed beta) or a finite number > 0 (nats per sequence)",
+        )
         if self.path and self.path_max_beta is not None:
             _check(
                 _finite(self.path_max_beta) and self.path_max_beta >= self.beta,
