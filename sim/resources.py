@@ -25,6 +25,7 @@ AGENT_BYTES_PER_ENTRY = {
     "linear_q": 16,
     "lspi": 16,
     "loglinear_pg": 64,
+    "ppo": 48,  # with agent.policy=tabular: theta, Adam's two moments, a gradient
     "dpo": 200,  # a tabular DPO keeps a logit per entry; L-BFGS keeps ~20 vectors of that size
     "ipo": 200,
 }
@@ -64,6 +65,8 @@ def estimate(cfg, n_states: float, n_sequences: float | None, n_bigram: int = 0)
     stages = []
     if n_sequences is not None:  # an enumerated world holds (S, A) tables
         per_entry = ENUMERATED_BYTES_PER_ENTRY + AGENT_BYTES_PER_ENTRY.get(a.name, 0)
+        if a.name == "ppo" and a.policy == "loglinear":
+            per_entry = ENUMERATED_BYTES_PER_ENTRY
         if a.name in ("dpo", "ipo") and a.policy == "loglinear":
             per_entry = ENUMERATED_BYTES_PER_ENTRY + 32
         stages.append(("the enumerated world and the agent's tables", "env.horizon", BASE_BYTES + per_entry * entries))
@@ -71,7 +74,8 @@ def estimate(cfg, n_states: float, n_sequences: float | None, n_bigram: int = 0)
         level = max(n_states / max(H, 1), e.n_prompts) * V
         bigram = 8.0 * (V + 1) * V
         rows = 8.0 * H * e.n_prompts * V
-        tables = AGENT_BYTES_PER_ENTRY.get(a.name, 0) * entries if a.name in ("q_learning", "policy_gradient") else 0
+        tabular = a.name in ("q_learning", "policy_gradient") or (a.name == "ppo" and a.policy == "tabular")
+        tables = AGENT_BYTES_PER_ENTRY.get(a.name, 0) * entries if tabular else 0
         stages.append(
             (
                 "the compressed world's level rows, rewards and the agent's tables",
