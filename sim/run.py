@@ -117,7 +117,9 @@ def _run(cfg: Config, progress, max_memory_gb: float | None) -> RunResult:
     metrics: dict[str, float | int | str | None] = dict(exact_metrics(world, agent.policy, oracle.reward, proxy))
     # a Monte Carlo estimate beside the exact value (what a sampling-only simulator would report)
     mc_rng = np.random.default_rng(streams["agent"].spawn(1)[0])
-    seqs = world.sequence_source(agent.policy).draw(mc_rng.integers(0, world.n_prompts, MC_EPISODES), mc_rng)
+    prompts = mc_rng.integers(0, world.n_prompts, MC_EPISODES)
+    draw = getattr(agent.policy, "draw", None)  # a policy given as a sample of sequences draws its own
+    seqs = draw(prompts, mc_rng) if draw is not None else world.sample(agent.policy, prompts, mc_rng)
     mc, lo, hi = mc_estimate(world.sequence_returns(oracle.reward, seqs), 0.99)
     metrics.update(
         seed=cfg.seed,

@@ -335,7 +335,7 @@ def test_agents_learn_from_the_channel_not_the_oracle():
         # names are checked against the registries by sim.run.check (templates even where the agent uses none)
         (dict(templates=["nope"]), "agent.templates"),
         (dict(name="lspi", templates=["nope"]), "agent.templates"),
-        (dict(name="ppo"), "agent.name"),
+        (dict(name="trpo"), "agent.name"),
         # the agent's own check: the exact natural gradient diverges beyond lr * beta = 1
         (dict(name="policy_gradient", beta=0.1, lr=20.0), "agent.lr"),
     ],
@@ -362,8 +362,8 @@ def test_the_registry_decides_which_configs_are_valid():
         check(Config(agent=AgentConfig(name="dpo")))  # pipeline=direct has no preference data
     assert e.value.field == "agent.name" and e.value.value == "dpo" and "pipeline=rlhf" in e.value.allowed
     with pytest.raises(ConfigError) as e:
-        check(Config(agent=AgentConfig(name="ppo")))
-    assert e.value.field == "agent.name" and e.value.value == "ppo"
+        check(Config(agent=AgentConfig(name="trpo")))
+    assert e.value.field == "agent.name" and e.value.value == "trpo"
     assert all(name in e.value.allowed for name in AGENTS)
 
     seen = []

@@ -114,6 +114,30 @@ def rows_of(x: Rows, t: int, local: np.ndarray) -> np.ndarray:
     return rows_at(t, local) if rows_at is not None else x.level(t)[local]
 
 
+#: The exact passes take a level's rows in blocks of at most this many state-action entries, so their temporaries
+#: stay near 8 MB per array whatever the world's size; a level that fits in one block is taken whole.
+BLOCK_ENTRIES = 1 << 20
+
+
+def blockable(x: Rows) -> bool:
+    """Whether ``x`` forms the rows of a block of states without forming its whole level."""
+    if isinstance(x, Table):
+        return True
+    if isinstance(x, LevelPolicy):
+        return x._rows_at is not None
+    return getattr(x, "rows_at", None) is not None
+
+
+def block_rows(x: Rows, t: int, lo: int, hi: int, whole: bool) -> np.ndarray:
+    """The rows of the level-``t`` states ``lo..hi-1`` (local) of a reward or policy (the level when ``whole``)."""
+    if whole:
+        return x.level(t)
+    if isinstance(x, Table):
+        start = int(x.world.level_start[t])
+        return x.values[start + lo : start + hi]
+    return x.rows_at(t, np.arange(lo, hi))  # type: ignore[attr-defined]
+
+
 @dataclass(eq=False)
 class Sequences:
     """A batch of complete sequences of one world.
@@ -308,6 +332,25 @@ class World(ABC):
     def push(self, t: int, mass: np.ndarray) -> np.ndarray:
         """``(n_{t+1},)``: the mass reaching each level-``t+1`` state, from ``mass`` (n_t, b) on non-EOS tokens."""
 
+    @abstractmethod
+    def push_into(self, t: int, lo: int, hi: int, mass: np.ndarray, out: np.ndarray) -> None:
+        """Add to ``out`` (n_{t+1},) the mass reaching level ``t+1`` from the level-``t`` states ``lo..hi-1``
+        (``mass``: their (hi - lo, b) rows on non-EOS tokens)."""
+
+    def blocks(self, t: int, *xs: Rows) -> list[tuple[int, int, bool]]:
+        """``(lo, hi, whole)`` blocks of level ``t``'s local states for an exact pass over the rows of ``xs``: the
+        whole level when it holds at most :data:`BLOCK_ENTRIES` entries or when one of ``xs`` can only form whole
+        levels, else blocks of that many entries."""
+        n = int(self.sizes[t])
+        step = max(1, BLOCK_ENTRIES // self.n_actions)
+        if n <= step or not all(blockable(x) for x in xs):
+            return [(0, n, True)]
+        return [(lo, min(n, lo + step), False) for lo in range(0, n, step)]
+
+    def log_ref_block(self, t: int, lo: int, hi: int, whole: bool) -> np.ndarray:
+        """``log pi_ref`` rows of the level-``t`` states ``lo..hi-1``."""
+        return self.log_ref(t) if whole else self.log_ref_rows(t, np.arange(lo, hi))
+
     def next_state(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """Global index of the state after ``(states, actions)``, ``-1`` at an episode end."""
         states, actions = np.asarray(states), np.asarray(actions)
@@ -378,12 +421,31 @@ class World(ABC):
             q[:, self.first_token :] += cont if local is None else cont[local]
         return q
 
+    def _q_block(self, reward: Rows, t: int, cont: np.ndarray | None, lo: int, hi: int, whole: bool) -> np.ndarray:
+        """``Q_t`` (hi - lo, A) of a block of level-``t`` states, a fresh array (``cont``: the level's continuation
+        values, None at the last level)."""
+        q = np.array(block_rows(reward, t, lo, hi, whole), dtype=np.float64, order="C", copy=True)
+        if cont is not None:
+            q[:, self.first_token :] += cont if whole else cont[lo:hi]
+        return q
+
+    def _by_blocks(self, t: int, xs: tuple, fn: Callable[[int, int, bool], np.ndarray]) -> np.ndarray:
+        """``fn(lo, hi, whole)`` over the blocks of level ``t``, concatenated."""
+        parts = [fn(lo, hi, whole) for lo, hi, whole in self.blocks(t, *xs)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _continuation(self, t: int, values_next: np.ndarray | None) -> np.ndarray | None:
+        return None if values_next is None or t >= self.horizon - 1 else self.continuation(t, values_next)
+
     def optimal_values(self, reward: Rows) -> list[np.ndarray]:
-        """Optimal values ``V_t`` (n_t,) per level, by backward induction."""
+        """Optimal values ``V_t`` (n_t,) per level, by backward induction (in blocks of a level's states)."""
         values: list[np.ndarray] = [np.empty(0)] * self.horizon
         nxt = None
         for t in reversed(range(self.horizon)):
-            values[t] = nxt = self.q_level(reward, t, nxt).max(axis=1)
+            cont = self._continuation(t, nxt)
+            values[t] = nxt = self._by_blocks(
+                t, (reward,), lambda lo, hi, whole, t=t, c=cont: self._q_block(reward, t, c, lo, hi, whole).max(axis=1)
+            )
         return values
 
     def optimal_return(self, reward: Rows) -> float:
@@ -409,12 +471,18 @@ class World(ABC):
         return (self.log_ref(t) if local is None else self.log_ref_rows(t, local)) + q / beta
 
     def soft_values(self, reward: Rows, beta: float) -> list[np.ndarray]:
-        """Soft values ``V_t = beta logsumexp(log pi_ref + Q_t / beta)`` (n_t,) per level."""
+        """Soft values ``V_t = beta logsumexp(log pi_ref + Q_t / beta)`` (n_t,) per level (in blocks)."""
         check(np.isfinite(beta) and beta > 0, "agent.beta", beta, "a finite number > 0")
         values: list[np.ndarray] = [np.empty(0)] * self.horizon
         for t in reversed(range(self.horizon)):
-            m, _, total = _logsumexp_rows(self._soft_rows(reward, t, values, beta))
-            values[t] = beta * (m[:, 0] + np.log(total[:, 0]))
+            cont = self._continuation(t, values[t + 1] if t + 1 < self.horizon else None)
+
+            def block(lo: int, hi: int, whole: bool, t: int = t, cont: np.ndarray | None = cont) -> np.ndarray:
+                q = self._q_block(reward, t, cont, lo, hi, whole)
+                m, _, total = _logsumexp_rows(self.log_ref_block(t, lo, hi, whole) + q / beta)
+                return beta * (m[:, 0] + np.log(total[:, 0]))
+
+            values[t] = self._by_blocks(t, (reward, self.ref), block)
         return values
 
     def soft_policy(self, reward: Rows, beta: float) -> LevelPolicy:
@@ -451,7 +519,11 @@ class World(ABC):
         d = [np.full(self.n_prompts, 1.0 / self.n_prompts)]
         f = self.first_token
         for t in range(self.horizon - 1):
-            d.append(self.push(t, d[t][:, None] * policy.level(t)[:, f:]))
+            nxt = np.zeros(int(self.sizes[t + 1]))
+            for lo, hi, whole in self.blocks(t, policy):
+                pi = block_rows(policy, t, lo, hi, whole)
+                self.push_into(t, lo, hi, d[t][lo:hi, None] * pi[:, f:], nxt)
+            d.append(nxt)
         return d
 
     def evaluate(self, policy: Rows, rewards: Mapping[str, Rows]) -> dict[str, float]:
@@ -467,13 +539,21 @@ class World(ABC):
         d = [np.full(self.n_prompts, 1.0 / self.n_prompts)]
         per_state: dict[str, list[np.ndarray]] = {name: [] for name in rewards}
         kl = []
-        for t in range(self.horizon):  # one forward pass: each level's rows are formed once
-            pi = policy.level(t)
-            for name, r in rewards.items():
-                per_state[name].append(np.einsum("ij,ij->i", pi, r.level(t)))
-            kl.append(row_kl(pi, self.log_ref(t)))
-            if t + 1 < self.horizon:
-                d.append(self.push(t, d[t][:, None] * pi[:, f:]))
+        for t in range(self.horizon):  # one forward pass: each level's rows are formed once, a block at a time
+            n = int(self.sizes[t])
+            for name in rewards:
+                per_state[name].append(np.empty(n))
+            kl.append(np.empty(n))
+            nxt = np.zeros(int(self.sizes[t + 1])) if t + 1 < self.horizon else None
+            for lo, hi, whole in self.blocks(t, policy, self.ref, *rewards.values()):
+                pi = block_rows(policy, t, lo, hi, whole)
+                for name, r in rewards.items():
+                    per_state[name][t][lo:hi] = np.einsum("ij,ij->i", pi, block_rows(r, t, lo, hi, whole))
+                kl[t][lo:hi] = row_kl(pi, self.log_ref_block(t, lo, hi, whole))
+                if nxt is not None:
+                    self.push_into(t, lo, hi, d[t][lo:hi, None] * pi[:, f:], nxt)
+            if nxt is not None:
+                d.append(nxt)
         dd = np.concatenate(d)
         out = {name: float(dd @ np.concatenate(v)) for name, v in per_state.items()}
         k = np.concatenate(kl)
@@ -579,14 +659,18 @@ class World(ABC):
         f = self.first_token
         m1 = m2 = None
         for t in reversed(range(self.horizon)):
-            r = np.asarray(reward.level(t), dtype=np.float64)
-            q1, q2 = r.copy(), r * r
-            if m1 is not None:
-                c1, c2 = self.continuation(t, m1), self.continuation(t, m2)
-                q1[:, f:] += c1
-                q2[:, f:] += 2 * r[:, f:] * c1 + c2
-            pi = policy.level(t)
-            m1, m2 = np.einsum("ij,ij->i", pi, q1), np.einsum("ij,ij->i", pi, q2)
+            c1, c2 = (None, None) if m1 is None else (self.continuation(t, m1), self.continuation(t, m2))
+            n1, n2 = np.empty(int(self.sizes[t])), np.empty(int(self.sizes[t]))
+            for lo, hi, whole in self.blocks(t, reward, policy):
+                r = np.asarray(block_rows(reward, t, lo, hi, whole), dtype=np.float64)
+                q1, q2 = r.copy(), r * r
+                if c1 is not None:
+                    b1, b2 = (c1, c2) if whole else (c1[lo:hi], c2[lo:hi])
+                    q1[:, f:] += b1
+                    q2[:, f:] += 2 * r[:, f:] * b1 + b2
+                pi = block_rows(policy, t, lo, hi, whole)
+                n1[lo:hi], n2[lo:hi] = np.einsum("ij,ij->i", pi, q1), np.einsum("ij,ij->i", pi, q2)
+            m1, m2 = n1, n2
         return float(m1.mean()), float(m2.mean())
 
     def sequence_source(self, policy: Rows, mix: tuple[float, Rows] | None = None) -> SequenceSource:

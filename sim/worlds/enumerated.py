@@ -20,10 +20,12 @@ import math
 import numpy as np
 
 from sim.errors import ConfigError, check
-from sim.worlds.base import Rows, Sequences, SequenceSource, Table, World
+from sim.worlds.base import BLOCK_ENTRIES, Rows, Sequences, SequenceSource, Table, World, blockable, rows_of
 
 #: The largest enumerated world, in state-action entries ``S * A``.
 MAX_ENUMERATED_ENTRIES = 50_000_000
+#: The terminal transitions of every complete sequence are kept once computed up to this many sequences.
+TERMINAL_CACHE = 2_000_000
 
 
 def enumerated_size(n_prompts: int, vocab_size: int, horizon: int, eos: bool = True) -> float:
@@ -102,7 +104,6 @@ class EnumeratedWorld(World):
         b = V - 1 if eos else V
         super().__init__(P, V, H, eos, np.array([P * b**t for t in range(H)], dtype=np.int64))
         S = self.n_states
-        self.next_table = np.full((S, V), -1, dtype=np.int64)
         self.depth = np.repeat(np.arange(H, dtype=np.int64), self.sizes)
         self.prompt = np.empty(S, dtype=np.int64)
         self.last_token = np.full(S, -1, dtype=np.int64)
@@ -114,7 +115,6 @@ class EnumeratedWorld(World):
             lo, hi = self.level(t)
             n = hi - lo
             clo, chi = self.level(t + 1)
-            self.next_table[lo:hi, self.first_token :] = clo + np.arange(n * b, dtype=np.int64).reshape(n, b)
             self.parent[clo:chi] = np.repeat(np.arange(lo, hi, dtype=np.int64), b)
             self.prompt[clo:chi] = self.prompt[self.parent[clo:chi]]
             self.last_token[clo:chi] = np.tile(tokens, n)
@@ -155,12 +155,51 @@ class EnumeratedWorld(World):
     def push(self, t: int, mass: np.ndarray) -> np.ndarray:
         return mass.reshape(-1)
 
-    def next_state(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        return self.next_table[states, actions]
+    def push_into(self, t: int, lo: int, hi: int, mass: np.ndarray, out: np.ndarray) -> None:
+        b = self.branching
+        out[lo * b : hi * b] += mass.reshape(-1)  # the children of a block of states are one block
+
+    @property
+    def next_table(self) -> np.ndarray:
+        """Int64 (S, A): the state each transition leads to, ``-1`` at an episode end (``arrays.npz``'s
+        ``next_state``). Formed when asked (S * A entries); the world itself computes children arithmetically."""
+        b, f = self.branching, self.first_token
+        out = np.full((self.n_states, self.vocab_size), -1, dtype=np.int64)
+        for t in range(self.horizon - 1):
+            lo, hi = self.level(t)
+            n = hi - lo
+            out[lo:hi, f:] = self.level_start[t + 1] + np.arange(n * b, dtype=np.int64).reshape(n, b)
+        return out
 
     def terminal_mask(self) -> np.ndarray:
-        """Bool (S, A): True where taking ``a`` in ``s`` ends the episode."""
-        return self.next_table < 0
+        """Bool (S, A): True where taking ``a`` in ``s`` ends the episode (EOS anywhere, any token at depth H-1)."""
+        mask = np.zeros((self.n_states, self.vocab_size), dtype=bool)
+        mask[self.level_start[self.horizon - 1] :] = True
+        if self.eos:
+            mask[:, 0] = True
+        return mask
+
+    @property
+    def n_sequences(self) -> int:
+        """The number of complete sequences: an EOS from every state before the last level, every token there."""
+        last = int(self.level_start[self.horizon - 1])
+        return (last if self.eos else 0) + int(self.sizes[-1]) * self.vocab_size
+
+    def transitions_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The episode-ending transition ``(s, a)`` of each complete sequence index (closed form)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        last = int(self.level_start[self.horizon - 1])
+        head = last if self.eos else 0  # sequences ending with EOS before the last level: id = s
+        tail = np.maximum(ids - head, 0)
+        early = ids < head
+        return np.where(early, ids, last + tail // self.vocab_size), np.where(early, 0, tail % self.vocab_size)
+
+    def ids_of(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """The index of the complete sequence that ends with each transition ``(s, a)`` (episode-ending ones)."""
+        states, actions = np.asarray(states, dtype=np.int64), np.asarray(actions, dtype=np.int64)
+        last = int(self.level_start[self.horizon - 1])
+        head = last if self.eos else 0
+        return np.where(states < last, states, head + (states - last) * self.vocab_size + actions)
 
     def end_length_table(self) -> np.ndarray:
         """Int (S, A): the response length a terminal transition completes, ``-1`` elsewhere."""
@@ -169,10 +208,12 @@ class EnumeratedWorld(World):
     def terminal_transitions(self) -> tuple[np.ndarray, np.ndarray]:
         """The episode-ending transitions ``(s, a)`` in row-major order: one per complete sequence, in the canonical
         order of complete sequences everywhere in rmsim."""
-        if self._terminal is None:
-            s, a = np.nonzero(self.terminal_mask())
-            self._terminal = (s.astype(np.int64), a.astype(np.int64))
-        return self._terminal
+        if self._terminal is not None:
+            return self._terminal
+        out = self.transitions_of(np.arange(self.n_sequences, dtype=np.int64))
+        if self.n_sequences <= TERMINAL_CACHE:
+            self._terminal = out
+        return out
 
     def decode(self, s: int) -> tuple[int, tuple[int, ...]]:
         """The prompt and generated tokens of state ``s`` (a decision state never contains EOS)."""
@@ -208,7 +249,7 @@ class EnumeratedWorld(World):
         return f"x{p}: " + (" ".join(words) if words else "(empty)")
 
     def describe(self) -> str:
-        n_seq = int(self.terminal_mask().sum())
+        n_seq = self.n_sequences
         return (
             f"TextMDP(P={self.n_prompts}, V={self.vocab_size}, H={self.horizon}, eos={self.eos}): "
             f"S={self.n_states:,} states, S*A={self.n_states * self.n_actions:,}, {n_seq:,} complete sequences"
@@ -218,8 +259,7 @@ class EnumeratedWorld(World):
     def sequences_of(self, ids: np.ndarray) -> Sequences:
         """The complete sequences with these indices (tokens recovered by walking up the tree)."""
         ids = np.asarray(ids, dtype=np.int64)
-        s_all, a_all = self.terminal_transitions()
-        s, a = s_all[ids], a_all[ids]
+        s, a = self.transitions_of(ids)
         n, H = ids.size, self.horizon
         depth = self.depth[s]
         tokens = np.full((n, H), -1, dtype=np.int64)
@@ -243,11 +283,7 @@ class EnumeratedWorld(World):
             return seqs.ids
         states, actions, mask = self.paths(seqs)
         last = seqs.length - 1
-        s = states[np.arange(seqs.n), last]
-        a = actions[np.arange(seqs.n), last]
-        key = s * self.vocab_size + a
-        ts, ta = self.terminal_transitions()
-        return np.searchsorted(ts * self.vocab_size + ta, key)
+        return self.ids_of(states[np.arange(seqs.n), last], actions[np.arange(seqs.n), last])
 
     def sequence_probs(self, policy: Rows) -> np.ndarray:
         """Joint probabilities (n_seq,) of prompt and complete sequence under ``policy``: ``d(s) pi(a|s)``."""
@@ -260,11 +296,38 @@ class EnumeratedWorld(World):
         given the prompt."""
         if hasattr(policy, "top"):
             return policy.top(prompt, k)
-        s, _ = self.terminal_transitions()
-        prob = np.where(self.prompt[s] == prompt, self.sequence_probs(policy), -1.0) / self.initial_dist[prompt]
-        ids = np.argsort(prob, kind="stable")[::-1][:k]
-        ids = ids[prob[ids] > 0]
-        return self.sequences_of(ids), prob[ids]
+        H, V, b, f = self.horizon, self.vocab_size, self.branching, self.first_token
+        ends = slice(0, 1) if self.eos else slice(0, 0)  # the tokens that end a sequence before the last level
+        best = (np.empty(0), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))  # (prob, s, a), k at most
+        d = np.ones(1)  # the probability of reaching each of the prompt's level-t states (a contiguous range)
+        first = prompt  # the local index of the first of them
+        step = max(1, BLOCK_ENTRIES // V)
+        for t in range(H):
+            full = None if blockable(policy) else policy.level(t)
+            nxt = np.empty(d.size * b) if t + 1 < H else None
+            cols = slice(None) if t == H - 1 else ends
+            for lo in range(0, d.size, step):
+                hi = min(d.size, lo + step)
+                local = np.arange(first + lo, first + hi)
+                rows = rows_of(policy, t, local) if full is None else full[local]
+                if nxt is not None:
+                    nxt[lo * b : hi * b] = (d[lo:hi, None] * rows[:, f:]).reshape(-1)
+                p_end = (d[lo:hi, None] * rows[:, cols]).ravel()
+                if p_end.size == 0:
+                    continue
+                n_cols = p_end.size // (hi - lo)
+                keep = np.flatnonzero(p_end >= np.partition(p_end, -min(k, p_end.size))[-min(k, p_end.size)])
+                s_new = self.level_start[t] + local[keep // n_cols]
+                a_new = keep % n_cols + (0 if t == H - 1 else ends.start)
+                found = (p_end[keep], s_new, a_new)
+                prob, s_all, a_all = (np.concatenate([x, y]) for x, y in zip(best, found, strict=True))
+                order = np.lexsort((a_all, s_all, prob))[::-1][:k]  # most likely first; ties: the later sequence
+                best = (prob[order], s_all[order], a_all[order])
+            if nxt is not None:
+                d, first = nxt, first * b
+        prob, s_best, a_best = best
+        pos = prob > 0
+        return self.sequences_of(self.ids_of(s_best[pos], a_best[pos])), prob[pos]
 
     def sequence_reward(self, seqs: Sequences, values: np.ndarray) -> Table:
         s_all, a_all = self.terminal_transitions()

@@ -165,6 +165,21 @@ class MarkovWorld(World):
             return mass.sum(axis=1)
         return mass.reshape(P, -1, b).sum(axis=1).reshape(-1)
 
+    def push_into(self, t: int, lo: int, hi: int, mass: np.ndarray, out: np.ndarray) -> None:
+        P, b = self.n_prompts, self.branching
+        if lo == 0 and hi == int(self.sizes[t]):
+            out += self.push(t, mass)
+        elif not self.track:  # state i of level t leads to state i of level t + 1
+            out[lo:hi] += mass.sum(axis=1)
+        elif t == 0:  # the prompts: prompt p's children are p * b .. p * b + b - 1
+            out[lo * b : hi * b] += mass.reshape(-1)
+        else:  # state p * b + y leads to p * b + a: sum the block's rows of each prompt
+            per_prompt = out.reshape(P, b)
+            first = lo // b
+            for p in range(first, (hi - 1) // b + 1):
+                rows = slice(max(lo, p * b) - lo, min(hi, (p + 1) * b) - lo)
+                per_prompt[p] += mass[rows].sum(axis=0)
+
     def level_prompts(self, t: int) -> np.ndarray:
         """Prompts of the level-``t`` states."""
         return np.arange(self.n_prompts) if t == 0 else self._prompt_t1
