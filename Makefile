@@ -10,11 +10,12 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: help install demo test faults lint format bench figures sanity cluster-test clean
+.PHONY: help install demo test test-sb3 faults lint format bench figures sanity cluster-test clean
 
 help:
 	@echo "make demo    set up .venv, run the default experiment, print its summary"
 	@echo "make test    set up .venv, lint, run the test suite"
+	@echo "make test-sb3 install the sb3 extra (stable-baselines3, torch 2.13.0 CPU) into .venv, run its tests (~1 min)"
 	@echo "make bench   run the speed benchmarks -> results/bench.json"
 	@echo "make lint    ruff check + format check"
 	@echo "make figures every named experiment at paper scale -> results/figures/<name>.png and .pdf"
@@ -43,6 +44,12 @@ format: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -n 2 -q
+
+# the stable-baselines3 integration: the sb3 extra into .venv (again only when pyproject.toml changes), its tests
+test-sb3: $(STAMP)
+	@test $(VENV)/.installed-sb3 -nt pyproject.toml || \
+		{ $(PY) -m pip install --quiet -e ".[sb3]" && touch $(VENV)/.installed-sb3; }
+	$(PY) -m pytest -q tests/test_sb3.py
 
 faults: $(STAMP)
 	RMSIM_FAULTS=1 $(PY) -m pytest -n 2 -q -m fault

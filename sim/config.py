@@ -332,8 +332,8 @@ class AgentConfig:
     """The optimiser of the proxy reward (see ``sim/agents``; the registry says which agents exist)."""
 
     name: str = "soft_planner"
-    """exact_planner, soft_planner, q_learning, policy_gradient, linear_q, lspi, loglinear_pg, best_of_n, dpo, ipo,
-    or any registered agent."""
+    """exact_planner, soft_planner, q_learning, policy_gradient, linear_q, lspi, loglinear_pg, ppo, best_of_n, dpo,
+    ipo, sb3_ppo (the sb3 extra), or any registered agent."""
     beta: float = 0.1
     """KL coefficient of soft_planner, policy_gradient, loglinear_pg, dpo and ipo (> 0)."""
     n: int = 4

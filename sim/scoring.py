@@ -59,6 +59,11 @@ def _one_hot(actions: np.ndarray, n_actions: int) -> np.ndarray:
     return out
 
 
+#: Observations per call to a policy, and the most ``observations x n_states`` entries per call (a one-hot input).
+QUERY_ROWS = 4096
+QUERY_ENTRIES = 1 << 25
+
+
 def _query(policy: Any, obs: np.ndarray, n_actions: int, deterministic: bool) -> np.ndarray:
     """Action probabilities (n, A) of a batch of observations."""
     sb3 = getattr(policy, "policy", None)
@@ -102,9 +107,16 @@ def as_policy(policy: Any, world, obs_mode: str = "state", deterministic: bool =
             "scored exactly (mc_episodes estimates it by sampling)",
         )
 
+    # a model may one-hot its input (stable-baselines3 does, for a Discrete(S) observation): at most QUERY_ENTRIES
+    # observation entries per call, so scoring a big world never forms an (n, S) block of the whole level
+    chunk = max(1, min(QUERY_ROWS, QUERY_ENTRIES // max(world.n_states, 1)))
+
     def rows_at(t: int, local: np.ndarray) -> np.ndarray:
         states = world.level_start[t] + np.asarray(local)
-        probs = _query(policy, observations(world, states, obs_mode), A, deterministic)
+        probs = np.empty((states.size, A))
+        for lo in range(0, states.size, chunk):
+            part = states[lo : lo + chunk]
+            probs[lo : lo + part.size] = _query(policy, observations(world, part, obs_mode), A, deterministic)
         _check_rows(probs)
         return probs
 

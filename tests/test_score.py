@@ -111,3 +111,26 @@ def test_what_cannot_be_scored_says_why():
     # the same policy read from the state index is fine there
     m = sim.score(lambda obs: np.full((len(obs), 50), 0.02), position_only, obs_mode="state")
     assert m["kl_to_reference"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_model_is_queried_in_bounded_chunks_with_the_same_scores(monkeypatch):
+    """A model that one-hots its input must never see a whole big level at once (sim.scoring.QUERY_ENTRIES)."""
+    import sim.scoring as scoring
+
+    config = compose_config(["env=small", "agent=soft_planner", "agent.beta=0.3"])
+    env = gym.make(sim.ENV_ID, config=config)
+    table = run(config).setup.world.table(run(config).policy)
+    seen = []
+
+    def model(obs):
+        seen.append(len(obs))
+        return table[np.asarray(obs).reshape(len(obs), -1)[:, 0]]
+
+    whole = sim.score(model, env, obs_mode="state")
+    S = env.unwrapped.setup.world.n_states
+    monkeypatch.setattr(scoring, "QUERY_ENTRIES", 7 * S)  # at most 7 observations per call
+    seen.clear()
+    chunked = sim.score(model, env, obs_mode="state")
+    assert max(seen) == 7 and sum(seen) >= S
+    for key in KEYS:
+        assert chunked[key] == whole[key], key

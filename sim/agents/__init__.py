@@ -5,6 +5,8 @@
 | exact_planner, soft_planner | exact planning | the expected proxy |
 | q_learning, policy_gradient | tabular over the world's states | sampled rewards (policy_gradient: or exact) |
 | linear_q, lspi, loglinear_pg | linear in feature templates | sampled rewards (loglinear_pg: exact or sampled) |
+| ppo | log-linear or tabular policy, linear critic | sampled rewards (PPO with a per-token KL penalty) |
+| sb3_ppo | stable-baselines3's PPO (the ``sb3`` extra) | sampled rewards |
 | best_of_n | RL-free | the expected proxy (the best-of-n distribution) |
 | dpo, ipo | RL-free | the preference data |
 

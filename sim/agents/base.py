@@ -9,6 +9,7 @@ oracle; agents call it only at curve checkpoints, never to learn. Nothing here a
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -124,6 +125,8 @@ class AgentSpec:
         templates: which feature templates it uses, given its config (``None``: none).
         check: extra validation of a whole :class:`sim.config.Config` before any work (raises ``ConfigError``):
             limits of the agent's own maths, e.g. sizes it cannot handle.
+        requires: modules it imports when it runs (an optional extra, e.g. ``stable_baselines3``); without them
+            its ``check`` refuses it, and :attr:`available` is false.
     """
 
     name: str
@@ -134,6 +137,12 @@ class AgentSpec:
     keys: tuple[str, ...] = ()
     templates: Callable[[object], Sequence[str]] | None = None
     check: Callable[[object], None] | None = None
+    requires: tuple[str, ...] = ()
+
+    @property
+    def available(self) -> bool:
+        """Whether every module it requires can be imported (without importing them)."""
+        return all(importlib.util.find_spec(m) is not None for m in self.requires)
 
 
 AGENTS: dict[str, AgentSpec] = {}
@@ -148,6 +157,7 @@ def register(
     keys: tuple[str, ...] = (),
     templates: Callable[[object], Sequence[str]] | None = None,
     check: Callable[[object], None] | None = None,
+    requires: tuple[str, ...] = (),
 ) -> Callable[[AgentFn], AgentFn]:
     """Decorator: register an agent under its contract name, with its capabilities (:class:`AgentSpec`).
 
@@ -161,7 +171,9 @@ def register(
     """
 
     def wrap(fn: AgentFn) -> AgentFn:
-        AGENTS[name] = AgentSpec(name, fn, tuple(worlds), learns_from, kl, tuple(keys), templates, check)
+        AGENTS[name] = AgentSpec(
+            name, fn, tuple(worlds), learns_from, kl, tuple(keys), templates, check, tuple(requires)
+        )
         return fn
 
     return wrap
