@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from experiments.io import atomic_write, read_metrics
 
@@ -33,6 +34,34 @@ def _value(text: str) -> object:
         return text
     return v if isinstance(v, str | int | float | bool) or v is None else str(v)
 
+
+def _override_columns(item: str) -> list[tuple[str, object]]:
+    """The columns of one override as hydra parses it: ``key=value``; a dict value (``corruption.misspec={angle:0.4}``)
+    also gives a column per leaf (``corruption.misspec.angle`` = 0.4) beside its text; a list becomes its text."""
+    try:
+        override = _PARSER.parse_override(item)
+    except Exception:  # not hydra's grammar (e.g. written by hand): the text after '=' typed by YAML
+        key, _, value = item.partition("=")
+        return [(key.lstrip("+~"), _value(value))]
+    if override.is_delete():
+        return []
+    key, value = override.key_or_group, override.value()
+    if isinstance(value, dict):
+        return [(key, item.partition("=")[2]), *_leaves(key, value)]
+    return [(key, value if isinstance(value, str | int | float | bool) or value is None else str(value))]
+
+
+def _leaves(prefix: str, value: dict) -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for k, v in value.items():
+        if isinstance(v, dict):
+            out += _leaves(f"{prefix}.{k}", v)
+        else:
+            out.append((f"{prefix}.{k}", v if isinstance(v, str | int | float | bool) or v is None else str(v)))
+    return out
+
+
+_PARSER = OverridesParser.create()
 
 NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
@@ -65,10 +94,9 @@ def run_row(run_dir: Path, root: Path, metrics: dict | None = None) -> dict[str,
     overrides = run_dir / ".hydra" / "overrides.yaml"
     if overrides.exists():
         for item in yaml.safe_load(overrides.read_text()) or []:
-            key, _, value = str(item).partition("=")
-            key = key.lstrip("+~")
-            if not key.startswith("hydra."):
-                row[key] = _value(value)
+            for key, value in _override_columns(str(item)):
+                if not key.startswith("hydra."):
+                    row[key] = value
     record = metrics if metrics is not None else json.loads((run_dir / "metrics.json").read_text())
     for key, value in record.items():
         row[f"metric.{key}" if key in row else key] = value

@@ -236,6 +236,27 @@ def test_collect_keeps_an_infinite_metric_numeric(tmp_path):
     assert table["other"].dtype.kind == "f" and np.isinf(table["other"]).sum() == 1
 
 
+def test_collect_gives_a_column_per_leaf_of_a_dict_override(tmp_path):
+    overrides = {
+        "a": ["corruption.misspec={angle:0.3926}", "seed=0", "+agent.beta=inf"],
+        "b": ["corruption.misspec={omit:[unigram],length_bias:2}", "seed=1", "oracle.templates=[unigram,bigram]"],
+        "c": ["corruption.misspec={}", "seed=2"],
+    }
+    for name, items in overrides.items():
+        run = tmp_path / name
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {item}\n" for item in items))
+        record = dict.fromkeys(("optimal_return", "oracle_return", "reference_return", "proxy_return"), 1.0)
+        (run / "metrics.json").write_text(json.dumps({**record, "gap": 0.0, "kl_to_reference": 0.1}))
+    table = load_table(tmp_path).set_index("run_dir")
+    assert table.loc["a", "corruption.misspec.angle"] == 0.3926 and np.isnan(table.loc["b", "corruption.misspec.angle"])
+    assert table.loc["b", "corruption.misspec.omit"] == "['unigram']"
+    assert table.loc["b", "corruption.misspec.length_bias"] == 2
+    assert table.loc["c", "corruption.misspec"] == "{}" and table.loc["a", "corruption.misspec"] == "{angle:0.3926}"
+    assert np.isinf(table.loc["a", "agent.beta"]) and table["seed"].dtype.kind == "i"
+    assert table.loc["b", "oracle.templates"] == "['unigram', 'bigram']"
+
+
 # -------------------------------------------------------------------------------- the environment's threads
 @pytest.mark.parametrize("overrides", [["pipeline=rlhf", "agent=dpo", "feedback.n=300"], ["pipeline=rlhf"]])
 def test_results_do_not_depend_on_blas_threads(tmp_path, overrides):
