@@ -43,8 +43,8 @@ def settings(table: pd.DataFrame) -> pd.DataFrame:
 
     def get(key: str, default, parse):
         col = f"corruption.misspec.{key}"
-        if col in table.columns:
-            return table[col].map(parse)
+        if col in table.columns:  # runs that leave the key unset have NaN here: the default
+            return table[col].map(lambda v: default if v is None or (isinstance(v, float) and v != v) else parse(v))
         if "corruption" in table.columns:
             return table["corruption"].map(lambda t: default if from_text(t, key) is None else parse(from_text(t, key)))
         return pd.Series(default, index=table.index)
