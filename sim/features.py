@@ -168,8 +168,21 @@ class FeatureMap:
 
     def values(self, theta: np.ndarray, states: np.ndarray) -> np.ndarray:
         """``theta . phi(s, a)`` for every action of ``states``: (n, A)."""
-        ext = np.append(np.asarray(theta, dtype=np.float64), 0.0)
-        return sum(ext[G] for G in self.global_rows(states))
+        theta = np.asarray(theta, dtype=np.float64)
+        out = None
+        for name in self.templates:  # each template's block with a 0 appended, which index -1 (inactive) reads
+            part = np.append(self.block(theta, name), 0.0)[self.index(name, states)]
+            out = part if out is None else out + part
+        return out if out is not None else np.zeros((np.size(states), self.world.n_actions))
+
+    def score_gradient(self, states: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """``sum_{i, a} weights[i, a] phi(s_i, a)`` (D,) for weights (n, A) over the actions of ``states``."""
+        out = np.empty(self.dim)
+        w = weights.ravel()
+        for name, off, dim in zip(self.templates, self.offsets, self.dims, strict=False):
+            idx = self.index(name, states).ravel() + 1  # inactive (-1) lands on bin 0, which is dropped
+            out[off : off + dim] = np.bincount(idx, weights=w, minlength=dim + 1)[1:]
+        return out
 
     def table_values(self, theta: np.ndarray) -> np.ndarray:
         """``theta . phi(s, a)`` for every transition: (S, A)."""

@@ -148,10 +148,7 @@ class PPOPolicy:
             grad = np.zeros((self.world.n_states, self.world.n_actions))
             np.add.at(grad, states, weights)
             return grad.ravel()
-        grad = np.zeros(self.fm.dim + 1)
-        for rows in self.fm.global_rows(states):
-            grad += np.bincount(rows.ravel(), weights=weights.ravel(), minlength=self.fm.dim + 1)
-        return grad[: self.fm.dim]
+        return self.fm.score_gradient(states, weights)
 
     def snapshot(self) -> LevelPolicy:
         """The policy of the current parameters, frozen (rows formed when asked)."""
