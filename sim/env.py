@@ -249,10 +249,14 @@ class TextVectorEnv(VectorEnv, _Spec):
         self._pending = np.zeros(B)
         self._done = np.zeros(B, dtype=bool)
         self._carries: np.ndarray | None = None
-        self._init_p = np.full(self.world.n_prompts, 1.0 / self.world.n_prompts)
+        # The uniform initial distribution's CDF, formed as ``Generator.choice(P, p=uniform)`` forms it.
+        self._init_cdf = np.full(self.world.n_prompts, 1.0 / self.world.n_prompts).cumsum()
+        self._init_cdf /= self._init_cdf[-1]
 
     def _new_prompts(self, n: int) -> np.ndarray:
-        return self.np_random.choice(self.world.n_prompts, size=n, p=self._init_p).astype(np.int64)
+        """``n`` prompts drawn uniformly: ``np_random.choice(P, size=n, p=uniform)`` draw for draw (one uniform each,
+        inverted through the CDF), without ``choice``'s per-call checks of ``p``."""
+        return self._init_cdf.searchsorted(self.np_random.random(n), side="right").astype(np.int64, copy=False)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed, options=options)
@@ -265,32 +269,32 @@ class TextVectorEnv(VectorEnv, _Spec):
         return self._obs(self._states, self._last_tokens), {"state": self._states.copy(), "_state": every}
 
     def step(self, actions):
-        w, V = self.world, self.world.vocab_size
+        w, setup = self.world, self.setup
         a = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
         s = self._states
         nxt = w.next_state(s, a)
         terminated = nxt < 0
-        rewards = self.setup.channel.pay(self._pending, s, a, w.depth[s], terminated, self.np_random, self._carries)
-        oracle = self.setup.oracle.reward.at(s, a)
-        stepped = ~self._done
+        rewards = setup.channel.pay(self._pending, s, a, w.depth[s], terminated, self.np_random, self._carries)
+        oracle = setup.oracle.reward.at(s, a)
+        done = self._done
+        stepped = ~done
         new_states = np.where(terminated, s, nxt)
         new_last = np.where(terminated, self._last_tokens, a)
-        obs = self._obs(new_states, new_last)
-        if terminated.any() and self.obs_mode != "state":
-            obs[terminated] = self._obs(s[terminated], self._last_tokens[terminated], a[terminated])
-        if self._done.any():  # next-step autoreset of the slots that ended last step
-            idx = np.flatnonzero(self._done)
-            fresh = self._new_prompts(idx.size)
-            new_states[idx] = fresh
-            new_last[idx] = V
+        idx = done.nonzero()[0]
+        if idx.size:  # next-step autoreset of the slots that ended last step: a new prompt, nothing paid
+            new_states[idx] = self._new_prompts(idx.size)
+            new_last[idx] = w.vocab_size
             self._pending[idx] = 0.0
-            obs[idx] = self._obs(fresh, new_last[idx])
             rewards[idx] = 0.0
             oracle = oracle.copy()
             oracle[idx] = 0.0
             terminated[idx] = False
             if self._carries is not None:
-                self._carries[idx] = self.setup.channel.episode_flags(idx.size, self.np_random)
+                self._carries[idx] = setup.channel.episode_flags(idx.size, self.np_random)
+        obs = self._obs(new_states, new_last)
+        if self.obs_mode != "state" and terminated.any():  # a finished episode shows its completed sequence
+            ends = np.flatnonzero(terminated)
+            obs[ends] = self._obs(s[ends], self._last_tokens[ends], a[ends])
         self._states = new_states
         self._last_tokens = new_last
         self._done = terminated.copy()
