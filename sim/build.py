@@ -38,11 +38,14 @@ class Setup:
         world: the world, with ``world.ref`` = pi_ref.
         oracle: the true reward.
         channel: the (possibly corrupted) reward the learner receives.
+        reward_model: the fitted :class:`sim.reward_models.RewardModel` when the channel pays one (an env built with
+            ``pipeline=rlhf``, :func:`sim.proxy.learned_setup`); ``None`` otherwise.
     """
 
     world: World
     oracle: Oracle
     channel: Channel
+    reward_model: Any = None
 
 
 def _plain(x: Any) -> Any:

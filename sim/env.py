@@ -20,6 +20,9 @@ from gymnasium.vector.utils import batch_space
 from sim.build import Setup, build_setup, check_setup, config_from
 from sim.config import EnvConfig
 from sim.errors import ConfigError, check
+from sim.proxy import learned_setup
+from sim.resources import check_memory
+from sim.worlds import bigram_uses, n_states, sequence_total
 
 OBS_MODES = ("state", "tokens", "markov")
 
@@ -45,7 +48,13 @@ def env_setup(config: Any = None, world_seed: int = 0, oracle: Any = None, corru
         raise ConfigError(sorted(unknown)[0], env[sorted(unknown)[0]], f"env keyword arguments among {list(ENV_KEYS)}")
     cfg = config_from(config, {"env": env, "oracle": oracle or {}, "corruption": corruption or {}})
     track = check_setup(cfg.env, cfg.oracle, cfg.corruption, cfg)
-    return build_setup(cfg.env, cfg.oracle, cfg.corruption, world_seed, track)
+    if cfg.pipeline == "rlhf":  # the reward model and its data must fit in memory too, checked before any work
+        check_memory(cfg, n_states(cfg.env, track), sequence_total(cfg.env), len(bigram_uses(cfg)) if track else 0)
+    setup = build_setup(cfg.env, cfg.oracle, cfg.corruption, world_seed, track)
+    if cfg.pipeline == "rlhf":
+        setup, model, _ = learned_setup(cfg, setup, world_seed)
+        setup.reward_model = model
+    return setup
 
 
 class _Spec:
@@ -107,7 +116,9 @@ class TextEnv(gym.Env, _Spec):
     A prompt drawn uniformly, with an empty response.
 
     ## Reward
-    The reward channel's payment for ``(s, a)``: the oracle reward at zero corruption.
+    The reward channel's payment for ``(s, a)``: the oracle reward at zero corruption. With ``pipeline=rlhf`` in the
+    config, the reward of the model fitted to simulated feedback (:func:`sim.proxy.learned_setup`: the same model
+    as ``experiments.run seed=world_seed pipeline=rlhf``; ``setup.reward_model``).
 
     ## Episode End
     Terminated when EOS is emitted or the ``H``-th token is emitted. The final observation is the last prefix

@@ -182,3 +182,56 @@ def test_bad_env_arguments():
         gym.make(sim.ENV_ID, vocab_size=1000, horizon=32)
     with pytest.raises(ConfigError, match="oracle.kind"):  # a compressed world carries Markov oracles only
         gym.make(sim.ENV_ID, compressed=True, oracle={"kind": "nonlinear"})
+
+
+RLHF_WORLDS = {
+    "enumerated": (sim.ENV_ID, {}),
+    "compressed": (
+        sim.MARKOV_ENV_ID,
+        {
+            "env": {
+                "n_prompts": 2,
+                "vocab_size": 30,
+                "horizon": 6,
+                "eos": True,
+                "reference": "bigram",
+                "compressed": True,
+            },
+            "reward_model": {"name": "linear"},
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(RLHF_WORLDS))
+def test_rlhf_env_pays_the_reward_model_the_cli_fits(kind):
+    """pipeline=rlhf: the env pays the reward model fitted exactly as ``experiments.run seed=k pipeline=rlhf`` fits
+    it (same labels, same MAP fit: equal to the last bit), and info keeps the oracle's reward."""
+    from sim.build import config_from
+    from sim.run import run
+
+    env_id, extra = RLHF_WORLDS[kind]
+    conf = {"pipeline": "rlhf", "feedback": {"n": 150, "flip": 0.1}, **extra}
+    res = run(config_from(conf, {"seed": 5}))
+    envs = gym.make_vec(env_id, num_envs=64, config=conf, world_seed=5)
+    u = envs.unwrapped if hasattr(envs, "unwrapped") else envs
+    w, model = u.world, u.setup.reward_model
+    assert model is not None and u.setup.oracle is not None
+    s = np.arange(min(w.n_states, 5000))[:, None]
+    a = np.arange(w.n_actions)[None, :]
+    np.testing.assert_array_equal(u.setup.channel.expected().at(s, a), res.proxy.at(s, a))
+    assert not np.allclose(model.reward.at(s, a), u.setup.oracle.reward.at(s, a))  # a proxy, not the oracle
+    envs.reset(seed=1)
+    acts = np.ones(64, dtype=np.int64)
+    for _ in range(4):
+        _, r, _, _, infos = envs.step(acts)
+        live, states = infos["_state"], infos["state"]  # the slots that stepped, and the states they acted in
+        assert live.any()
+        np.testing.assert_array_equal(r[live], model.reward.at(states[live], acts[live]))
+        np.testing.assert_array_equal(infos["oracle_reward"][live], u.setup.oracle.reward.at(states[live], acts[live]))
+
+
+def test_rlhf_env_refuses_rounds_that_need_an_agent():
+    conf = {"pipeline": "rlhf", "feedback": {"sampler": "policy", "rounds": 3}}
+    with pytest.raises(ConfigError, match="feedback.rounds"):
+        gym.make(sim.ENV_ID, config=conf)

@@ -273,8 +273,8 @@ def test_the_example_trains_on_a_misweighted_proxy_and_prints_the_exact_gap(caps
     results = example.main(["--steps", "512", "--env", "tiny"])
     out = capsys.readouterr().out
     assert "misweighted" in results and results["misweighted"]["gap"] > 0
-    assert "misweighted" in out and "rlhf" in out  # trained on the rlhf proxy, or skipped saying why
-    assert "rlhf" in results or "skipped" in out
+    assert set(results) == {"misweighted", "rlhf"} and "skipped" not in out  # trained on both proxies
+    assert results["rlhf"]["proxy_return"] != results["misweighted"]["proxy_return"]
 
 
 @needs_sb3
