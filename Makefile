@@ -10,13 +10,14 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: help install demo test test-sb3 faults lint format bench figures sanity cluster-test clean
+.PHONY: help install demo test test-sb3 faults lint format bench bench-scaling figures sanity cluster-test clean
 
 help:
 	@echo "make demo    set up .venv, run the default experiment, print its summary"
 	@echo "make test    set up .venv, lint, run the test suite"
 	@echo "make test-sb3 install the sb3 extra (stable-baselines3, torch 2.13.0 CPU) into .venv, run its tests (~1 min)"
 	@echo "make bench   run the speed benchmarks -> results/bench.json"
+	@echo "make bench-scaling  time and memory vs world size, fitted exponents -> results/bench.json, results/figures/scaling.png (~20 min idle, 40 under load)"
 	@echo "make lint    ruff check + format check"
 	@echo "make figures every named experiment at paper scale -> results/figures/<name>.png and .pdf"
 	@echo "make sanity  every named experiment at sanity scale, with its claim checked (what CI runs)"
@@ -43,7 +44,7 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix sim experiments hydra_plugins benchmarks tests
 
 test: lint
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 -q --durations=10 --ignore=tests/test_sb3.py  # test-sb3 runs those
 
 # the stable-baselines3 integration: the sb3 extra into .venv (again only when pyproject.toml changes), its tests
 test-sb3: $(STAMP)
@@ -56,6 +57,10 @@ faults: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
+
+# the long ladders (up to S*A = 4.9e7 and V = 50,000): merged under "scaling" in results/bench.json
+bench-scaling: $(STAMP)
+	$(PY) -m benchmarks.scaling
 
 figures: $(STAMP)
 	$(PY) -m experiments.figures all --scale paper --check
