@@ -368,6 +368,10 @@ class AgentConfig:
     are their training checkpoints already."""
     path_max_beta: float | None = None
     """The weakest pressure (largest beta) of a beta path (only with path=true); default max(100, 1000 * beta)."""
+    early_stop_angle: float | None = None
+    """soft_planner with path=true on an enumerated world: Karwowski et al.'s early-stopping rule for a true reward
+    within this projected angle theta (radians, [0, pi/2]) of the proxy: stop before the first step of the beta path
+    whose angle to the projected proxy exceeds pi/2 - theta (``sim.goodhart``); null walks the whole path."""
     samples: int = 4096
     """best_of_n on a world that cannot list its sequences: reference samples per prompt it chooses among."""
     clip: float = 0.2
@@ -409,6 +413,13 @@ class AgentConfig:
             "agent.target_kl",
             self.target_kl,
             "null (a fixed beta) or a finite number > 0 (nats per sequence)",
+        )
+        _check(
+            self.early_stop_angle is None
+            or (_finite(self.early_stop_angle) and 0 <= self.early_stop_angle <= math.pi / 2),
+            "agent.early_stop_angle",
+            self.early_stop_angle,
+            "null (no early stopping) or an angle in [0, pi/2] radians",
         )
         if self.path and self.path_max_beta is not None:
             _check(

@@ -27,6 +27,7 @@ NAMES = (
     "ranking_efficiency",
     "kl_penalty",
     "phase_transition",
+    "early_stopping",
 )
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from sim.agents.base import AgentContext, AgentResult, pressure_path, register
+import numpy as np
+
+from sim import goodhart
+from sim.agents.base import AgentContext, AgentResult, beta_path, pressure_path, register
+from sim.errors import check
 
 
 @register("exact_planner")
@@ -11,12 +15,62 @@ def exact_planner(ctx: AgentContext, cfg) -> AgentResult:
     return AgentResult(ctx.world.greedy_policy(ctx.proxy))
 
 
-@register("soft_planner", kl=True, keys=("beta", "path", "path_max_beta", "checkpoints"))
+def _check_soft_planner(config) -> None:
+    a = config.agent
+    if a.early_stop_angle is None:
+        return
+    check(a.path, "agent.early_stop_angle", a.early_stop_angle, "null unless agent.path=true (the rule walks the path)")
+    check(
+        not config.env.compressed,
+        "agent.early_stop_angle",
+        a.early_stop_angle,
+        "null on a compressed world (the rule needs an enumerated world: it measures steps in the prefix tree's "
+        "occupancy space, which a compressed world never builds)",
+    )
+
+
+@register(
+    "soft_planner",
+    kl=True,
+    keys=("beta", "path", "path_max_beta", "checkpoints", "early_stop_angle"),
+    check=_check_soft_planner,
+)
 def soft_planner(ctx: AgentContext, cfg) -> AgentResult:
     """The KL-regularised optimum ``pi ∝ pi_ref exp(R_proxy / beta)`` (:meth:`sim.worlds.World.soft_policy`).
 
-    With ``agent.path`` the curve traces the optimum along the beta path (``sim.agents.base.beta_path``).
+    With ``agent.path`` the curve traces the optimum along the beta path (``sim.agents.base.beta_path``). On an
+    enumerated world the path also reports Karwowski et al.'s measures (``sim.goodhart``): ``reward_angle`` (the
+    projected angle between oracle and proxy, measured, never used by the agent), ``path_ndh`` (the normalised drop
+    height of the whole path), ``path_best_oracle_return`` and ``oracle_worst_return`` (the worst policy's, NDH's
+    normaliser with the optimal return). With ``agent.early_stop_angle`` = theta the policy
+    is the path's point where the early-stopping rule stops (``early_stop_step``, 1-based, and ``early_stop_beta``);
+    the curve still holds the whole path, with ``step_angle``: the angle between the projected proxy and the step
+    to the next point (NaN at the last point).
     """
-    if cfg.path:
+    if not cfg.path:
+        return AgentResult(ctx.world.soft_policy(ctx.proxy, cfg.beta))
+    if not goodhart.applies(ctx.world):  # Karwowski et al.'s measures live in the prefix tree's occupancy space
         return pressure_path(ctx, cfg, lambda beta: ctx.world.soft_policy(ctx.proxy, beta))
-    return AgentResult(ctx.world.soft_policy(ctx.proxy, cfg.beta))
+
+    betas = beta_path(cfg)
+    policies = [ctx.world.soft_policy(ctx.proxy, float(b)) for b in betas]
+    walk = iter(policies)  # pressure_path asks for them in the same order
+    result = pressure_path(ctx, cfg, lambda beta: next(walk))
+    oracle = ctx.oracle.reward
+    j0 = np.array([row["oracle_return"] for row in result.curve])
+    best, worst = ctx.world.optimal_return(oracle), goodhart.worst_return(ctx.world, oracle)
+    angle = goodhart.reward_angle(ctx.world, oracle, ctx.proxy)
+    extra = {
+        "reward_angle": angle,  # None when the oracle or the proxy has no direction (the same return everywhere)
+        "path_ndh": goodhart.normalized_drop_height(j0, best, worst),
+        "path_best_oracle_return": float(j0.max()),
+        "oracle_worst_return": worst,
+    }
+    if cfg.early_stop_angle is not None:
+        angles = goodhart.path_step_angles(ctx.world, ctx.proxy, policies)
+        k = goodhart.stop_index(angles, cfg.early_stop_angle)
+        for row, a in zip(result.curve, [*angles, float("nan")], strict=True):
+            row["step_angle"] = a
+        extra.update(early_stop_step=float(k + 1), early_stop_beta=float(betas[k]))
+        return AgentResult(policies[k], result.curve, extra)
+    return AgentResult(result.policy, result.curve, extra)
