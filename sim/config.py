@@ -126,12 +126,27 @@ class NoiseConfig:
     """Probability in [0, 1) that a delivered reward is replaced by 0."""
     mode: str = "delivery"
     """delivery (fresh noise each time; expected() unchanged by sigma) or fixed (one persistent draw)."""
+    dist: str = "gaussian"
+    """The error's distribution: gaussian, or (fixed mode only) the heavy-tailed student_t (``df``) or pareto
+    (``alpha``, one-sided: only overrating). sigma is its sd where a variance exists, else its interquartile range
+    is N(0, sigma^2)'s (see :func:`sim.corruption.noise.fixed_errors`)."""
+    df: float = 3.0
+    """Degrees of freedom of dist=student_t (> 0; a variance exists above 2, a mean above 1)."""
+    alpha: float = 3.0
+    """Tail index of dist=pareto, P(error > x) ~ x^-alpha (> 0; a variance exists above 2, a mean above 1)."""
 
     def __post_init__(self) -> None:
         _check(_finite(self.sigma) and self.sigma >= 0, "corruption.noise.sigma", self.sigma, "a finite number >= 0")
         _check(self.levels == 0 or self.levels >= 2, "corruption.noise.levels", self.levels, "0 (off) or >= 2")
         _check(0 <= self.drop < 1, "corruption.noise.drop", self.drop, "in [0, 1)")
         _check(self.mode in ("delivery", "fixed"), "corruption.noise.mode", self.mode, "delivery or fixed")
+        _check(self.dist in ("gaussian", "student_t", "pareto"), "corruption.noise.dist", self.dist,
+               "gaussian, student_t or pareto")  # fmt: skip
+        _check(self.dist == "gaussian" or self.mode == "fixed", "corruption.noise.dist", self.dist,
+               "gaussian with corruption.noise.mode=delivery (a heavy tail is a persistent proxy error: set "
+               "corruption.noise.mode=fixed)")  # fmt: skip
+        _check(_finite(self.df) and self.df > 0, "corruption.noise.df", self.df, "a finite number > 0")
+        _check(_finite(self.alpha) and self.alpha > 0, "corruption.noise.alpha", self.alpha, "a finite number > 0")
 
     @property
     def active(self) -> bool:

@@ -28,6 +28,7 @@ NAMES = (
     "kl_penalty",
     "phase_transition",
     "early_stopping",
+    "heavy_tails",
 )
 
 

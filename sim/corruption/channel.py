@@ -22,7 +22,7 @@ import numpy as np
 
 from sim.config import CorruptionConfig
 from sim.corruption import misspec
-from sim.corruption.noise import Quantizer, quantizer_for
+from sim.corruption.noise import Quantizer, fixed_errors, quantizer_for
 
 
 @dataclass(eq=False)
@@ -163,7 +163,7 @@ def build_channel(
         if nz.sigma > 0:
             s, a = world.terminal_transitions()
             noise = np.zeros((world.n_states, world.n_actions))
-            noise[s, a] = rng.normal(0.0, nz.sigma, size=s.size)
+            noise[s, a] = fixed_errors(rng, s.size, nz.sigma, nz.dist, nz.df, nz.alpha)
             reward = reward + world.table_reward(noise)
         if nz.drop > 0:
             fixed_drop = world.delivery_mask(every or 1) & (rng.random((world.n_states, world.n_actions)) < nz.drop)
