@@ -263,6 +263,8 @@ class TextVectorEnv(VectorEnv, _Spec):
         # The uniform initial distribution's CDF, formed as ``Generator.choice(P, p=uniform)`` forms it.
         self._init_cdf = np.full(self.world.n_prompts, 1.0 / self.world.n_prompts).cumsum()
         self._init_cdf /= self._init_cdf[-1]
+        # the channel pays the oracle reward itself, exactly: the payments are the oracle rewards (no second gather)
+        self._pays_oracle = setup.channel.reward is setup.oracle.reward and setup.channel.exact
 
     def _new_prompts(self, n: int) -> np.ndarray:
         """``n`` prompts drawn uniformly: ``np_random.choice(P, size=n, p=uniform)`` draw for draw (one uniform each,
@@ -285,8 +287,10 @@ class TextVectorEnv(VectorEnv, _Spec):
         s = self._states
         nxt = w.next_state(s, a)
         terminated = nxt < 0
-        rewards = setup.channel.pay(self._pending, s, a, w.depth[s], terminated, self.np_random, self._carries)
-        oracle = setup.oracle.reward.at(s, a)
+        channel = setup.channel
+        depth = w.depth[s] if channel.every is not None else None  # only chunked payments read the depth
+        rewards = channel.pay(self._pending, s, a, depth, terminated, self.np_random, self._carries)
+        oracle = rewards.copy() if self._pays_oracle else setup.oracle.reward.at(s, a)
         done = self._done
         stepped = ~done
         new_states = np.where(terminated, s, nxt)

@@ -50,6 +50,19 @@ class Channel:
     budget: float = 1.0
     _expected: object | None = None
 
+    @property
+    def exact(self) -> bool:
+        """Whether every payment is ``reward`` itself (no chunking, noise, quantising, drops or budget)."""
+        return (
+            self.every is None
+            and self.sigma == 0
+            and self.quantizer is None
+            and self.drop == 0
+            and self.fixed_quantizer is None
+            and self.fixed_drop is None
+            and self.budget >= 1.0
+        )
+
     def expected(self):
         """r_hat: the exact expected payment per transition (what planners optimise and ``proxy_return`` measures).
 
@@ -85,7 +98,7 @@ class Channel:
         pending: np.ndarray,
         states: np.ndarray,
         actions: np.ndarray,
-        depth: np.ndarray,
+        depth: np.ndarray | None,
         ends: np.ndarray,
         rng: np.random.Generator,
         carries: np.ndarray | None = None,
@@ -94,7 +107,8 @@ class Channel:
 
         Args:
             pending: float (n,): reward earned but not yet paid in each episode; updated in place.
-            states, actions, depth: int (n,): the transitions and their depths.
+            states, actions, depth: int (n,): the transitions and their depths (``depth`` is read only when payments
+                are chunked, ``every`` set; None otherwise).
             ends: bool (n,): whether the transition ends its episode.
             rng: the learner's generator (fresh noise); draws are made for every entry of the batch.
             carries: bool (n,) budget flags of the episodes (from :meth:`episode_flags`); ``None`` draws them per
@@ -105,7 +119,7 @@ class Channel:
         """
         r = self.reward.at(states, actions)
         if self.every is None:
-            pays = np.ones(r.shape, dtype=bool)
+            pays: np.ndarray | bool = True  # every transition pays (broadcasts in the masks below)
         else:
             total = pending + r
             pays = ends | ((depth + 1) % self.every == 0)

@@ -117,6 +117,10 @@ def rows_of(x: Rows, t: int, local: np.ndarray) -> np.ndarray:
 #: The exact passes take a level's rows in blocks of at most this many state-action entries, so their temporaries
 #: stay near 8 MB per array whatever the world's size; a level that fits in one block is taken whole.
 BLOCK_ENTRIES = 1 << 20
+#: Row maxima over at most this many actions are taken a column at a time (``np.maximum`` over runs of
+#: :data:`COLUMN_ROWS` rows, whose columns stay in cache): several times faster than ``max(axis=1)`` over short rows.
+COLUMN_MAX_ACTIONS = 32
+COLUMN_ROWS = 1 << 14
 
 
 def blockable(x: Rows) -> bool:
@@ -437,6 +441,27 @@ class World(ABC):
     def _continuation(self, t: int, values_next: np.ndarray | None) -> np.ndarray | None:
         return None if values_next is None or t >= self.horizon - 1 else self.continuation(t, values_next)
 
+    def _max_q_block(self, reward: Rows, t: int, cont: np.ndarray | None, lo: int, hi: int, whole: bool) -> np.ndarray:
+        """``Q_t.max(axis=1)`` of a block of level-``t`` states (as :meth:`_q_block`), bit for bit; with few actions
+        column by column over cache-sized runs of rows, without forming ``Q``."""
+        if self.n_actions > COLUMN_MAX_ACTIONS:
+            return self._q_block(reward, t, cont, lo, hi, whole).max(axis=1)
+        r = block_rows(reward, t, lo, hi, whole)
+        c = None if cont is None else (cont if whole else cont[lo:hi])
+        n, f = r.shape[0], self.first_token
+        out = np.empty(n)
+        tmp = np.empty(min(n, COLUMN_ROWS))
+        for i in range(0, n, COLUMN_ROWS):
+            j = min(n, i + COLUMN_ROWS)
+            m, rows = out[i:j], r[i:j]
+            for a in range(r.shape[1]):
+                col = rows[:, a] if c is None or a < f else np.add(rows[:, a], c[i:j, a - f], out=tmp[: j - i])
+                if a == 0:
+                    np.copyto(m, col)
+                else:
+                    np.maximum(m, col, out=m)
+        return out
+
     def optimal_values(self, reward: Rows) -> list[np.ndarray]:
         """Optimal values ``V_t`` (n_t,) per level, by backward induction (in blocks of a level's states)."""
         values: list[np.ndarray] = [np.empty(0)] * self.horizon
@@ -444,7 +469,7 @@ class World(ABC):
         for t in reversed(range(self.horizon)):
             cont = self._continuation(t, nxt)
             values[t] = nxt = self._by_blocks(
-                t, (reward,), lambda lo, hi, whole, t=t, c=cont: self._q_block(reward, t, c, lo, hi, whole).max(axis=1)
+                t, (reward,), lambda lo, hi, whole, t=t, c=cont: self._max_q_block(reward, t, c, lo, hi, whole)
             )
         return values
 

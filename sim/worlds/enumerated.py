@@ -149,6 +149,16 @@ class EnumeratedWorld(World):
     def child(self, t, local, a):
         return local * self.branching + (a - self.first_token)
 
+    def next_state(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """As :meth:`World.next_state`, in closed form: a level-``t`` state ``s`` (global) has its children at
+        ``level_start[t + 1] + (s - level_start[t]) * b + a - f = s * b + P + a - f``, since
+        ``level_start[t + 1] - b * level_start[t] = P`` at every depth (no gathers: the batched env's hot path)."""
+        states, actions = np.asarray(states), np.asarray(actions)
+        end = states >= self.level_start[self.horizon - 1]
+        if self.eos:
+            end |= actions == 0
+        return np.where(end, -1, states * self.branching + (actions + (self.n_prompts - self.first_token)))
+
     def continuation(self, t: int, values_next: np.ndarray) -> np.ndarray:
         return values_next.reshape(int(self.sizes[t]), self.branching)
 

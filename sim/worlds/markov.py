@@ -214,7 +214,7 @@ class MarkovWorld(World):
             return super().optimal_values(reward)
         P, V, H, b, f = self.n_prompts, self.vocab_size, self.horizon, self.branching, self.first_token
         cont = self.continuing()
-        product = MaxPlus(reward.bigram[f:V]) if H > 1 else None
+        product = MaxPlus(reward.bigram[f:V], k=max(16, V // 40)) if H > 1 else None
         vec = np.empty(V)
         values: list[np.ndarray] = [np.empty(0)] * H
         nxt = None  # (P, b): the next level's values per prompt and last token
@@ -352,15 +352,18 @@ class MaxPlus:
 
     def plain(self, v: np.ndarray, out: np.ndarray, rows: np.ndarray | None = None) -> None:
         """The unscreened product (over ``rows`` only, if given), in blocks of rows that stay in cache."""
-        B = self.B if rows is None else self.B[rows]
-        buf = np.empty((min(self.block, B.shape[0]), B.shape[1]))
-        res = out if rows is None else np.empty(B.shape[0])
-        for lo in range(0, B.shape[0], self.block):
-            hi = min(lo + self.block, B.shape[0])
-            np.add(B[lo:hi], v, out=buf[: hi - lo])
-            np.max(buf[: hi - lo], axis=1, out=res[lo:hi])
-        if rows is not None:
-            out[rows] = res
+        n = self.B.shape[0] if rows is None else rows.size
+        buf = np.empty((min(self.block, n), self.B.shape[1]))
+        for lo in range(0, n, self.block):
+            hi = min(lo + self.block, n)
+            b = buf[: hi - lo]
+            if rows is None:
+                np.add(self.B[lo:hi], v, out=b)
+                np.max(b, axis=1, out=out[lo:hi])
+            else:  # a block of the rows at a time: no copy of all of them
+                np.take(self.B, rows[lo:hi], axis=0, out=b)
+                b += v
+                out[rows[lo:hi]] = b.max(axis=1)
 
     def __call__(self, v: np.ndarray, out: np.ndarray) -> int:
         """Write the product into ``out`` (n,); returns the number of rows computed plainly."""
