@@ -278,6 +278,10 @@ class FeedbackConfig:
     """Held-out pairs for each of the in-distribution and the shifted evaluation sets."""
     shift_beta: float = 0.5
     """The shifted evaluation set comes from the oracle's soft optimum at this beta (in return sds)."""
+    stutter_free: bool = False
+    """Whether the labelled sequences never repeat a token right after itself: every source policy (pi_ref, and the
+    expert with sampler=expert) has that token's probability set to 0 and renormalised. A region of outputs the data
+    never cover (with a stutter oracle, the direction Zhu et al. 2023's Thm 3.9 leaves uncovered); false = as drawn."""
 
     def __post_init__(self) -> None:
         _check(self.kind in ("preferences", "ratings", "rankings"), "feedback.kind", self.kind,
@@ -302,6 +306,19 @@ class FeedbackConfig:
         _check(_finite(self.shift_beta) and self.shift_beta > 0, "feedback.shift_beta", self.shift_beta, "> 0")
         _check(0 <= self.expert_mix <= 1, "feedback.expert_mix", self.expert_mix, "in [0, 1]")
         _check(_finite(self.expert_beta) and self.expert_beta > 0, "feedback.expert_beta", self.expert_beta, "> 0")
+        _check(
+            not self.stutter_free or self.sampler in ("reference", "expert"),
+            "feedback.stutter_free",
+            self.stutter_free,
+            "false unless sampler is reference or expert (the sources given as policies)",
+        )
+
+
+#: The range of ``reward_model.prior_scale`` and ``reward_model.rating_sigma``.
+PRIOR_RANGE = (1e-6, 1e6)
+#: The loosest ``reward_model.tol``: the mean loss's projected gradient at theta = 0 is typically 1e-2 to 1, so a
+#: tolerance above this can leave the model at its initial point (``tol=1e300`` did: accuracy 0.5, proxy 0).
+MAX_TOL = 1e-3
 
 
 @dataclass

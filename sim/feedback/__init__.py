@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from sim.feedback.datasets import FeedbackData, collect, covered_prompts, preference_accuracy, sample_items
+from sim.feedback.datasets import (
+    FeedbackData,
+    collect,
+    covered_prompts,
+    preference_accuracy,
+    sample_items,
+    stutter_free,
+)
 from sim.feedback.teachers import Teacher, make_teacher
 
 __all__ = [
@@ -13,4 +20,5 @@ __all__ = [
     "make_teacher",
     "preference_accuracy",
     "sample_items",
+    "stutter_free",
 ]

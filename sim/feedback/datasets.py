@@ -4,7 +4,7 @@ Sequences come from a *source* (:class:`sim.worlds.SequenceSource`): pi_ref, eve
 the agent's policy (iterated RLHF) or a mixture of pi_ref and a near-optimal *expert*. Only a fraction ``kappa`` of
 prompts (chosen at random) appears in the data; the held-out *in-distribution* set comes from the same source and
 prompts, the *shifted* set from the oracle's soft optimum over all prompts: where the data never went, the reward
-model must generalise, and may not.
+model must generalise, and may not. :func:`stutter_free` removes one kind of output from a source altogether.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.errors import ConfigError
-from sim.worlds import Sequences
+from sim.worlds import LevelPolicy, Sequences
 
 
 @dataclass(eq=False)
@@ -56,6 +56,33 @@ def covered_prompts(n_prompts: int, kappa: float, rng: np.random.Generator) -> n
     """A random ``ceil(kappa * P)`` of the prompts, sorted."""
     k = max(1, math.ceil(kappa * n_prompts - 1e-9))
     return np.sort(rng.permutation(n_prompts)[:k])
+
+
+def stutter_free(world, policy) -> LevelPolicy:
+    """``policy`` that never repeats a token right after itself: in each state whose last token is ``y`` (not EOS),
+    ``pi(y | s)`` is set to 0 and the row renormalised (a row with no other mass becomes uniform over the others).
+
+    Raises:
+        ConfigError: if the world's states do not keep the last token (nothing to mask).
+    """
+    V, f = world.vocab_size, world.first_token
+    if world.horizon > 1 and (world.last_token[world.level_start[1] :] < 0).all():
+        raise ConfigError(
+            "feedback.stutter_free", True, "false on a world whose states do not keep the last token (nothing reads it)"
+        )
+
+    def rows(t: int) -> np.ndarray:
+        out = np.array(policy.level(t), dtype=np.float64, copy=True)
+        lo, hi = world.level(t)
+        y = world.last_token[lo:hi]
+        live = np.flatnonzero((y >= f) & (y < V))
+        out[live, y[live]] = 0.0
+        mass = out.sum(axis=1, keepdims=True)
+        other = np.ones_like(out)
+        other[live, y[live]] = 0.0
+        return np.where(mass > 0, out / np.where(mass > 0, mass, 1.0), other / other.sum(axis=1, keepdims=True))
+
+    return LevelPolicy(world, rows)
 
 
 def sample_items(source, prompts: np.ndarray, n: int, k: int, rng: np.random.Generator) -> tuple[Sequences, np.ndarray]:
