@@ -173,6 +173,9 @@ def inapplicable(config: CLIConfig, overrides: list[str]) -> list[str]:
             out.append(f"{key} does not apply to agent={config.agent.name} (it reads {reads})")
         elif head in ("feedback", "reward_model") and config.pipeline != "rlhf":
             out.append(f"{key} does not apply to pipeline={config.pipeline} (only pipeline=rlhf has feedback)")
+        elif key in ("reward_model.objective", "reward_model.uwo_lambda") and config.reward_model.ensemble < 2:
+            out.append(f"{key} does not apply to reward_model.ensemble={config.reward_model.ensemble} (a single model: "
+                       "every objective is the model itself)")  # fmt: skip
         elif config.pipeline == "rlhf" and (key in DELIVERY or (head == "corruption" and rest == "sparsity.budget")):
             out.append(f"{key} does not apply to pipeline=rlhf (it shapes how a learner is paid; here the agent learns "
                        "from the reward model, and the annotators judge expected returns)")  # fmt: skip

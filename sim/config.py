@@ -341,14 +341,34 @@ class RewardModelConfig:
     """For rankings: plackett_luce (the full likelihood) or pairs (split each ranking into pairwise wins)."""
     tol: float = 1e-6
     """Stopping tolerance of L-BFGS-B on the projected gradient of the mean loss."""
+    objective: str = "mean"
+    """How an ensemble's members make one reward (Coste et al. 2023): mean, wco (the worst member) or uwo (the mean
+    minus uwo_lambda times the members' variance), over members standardised on the labelled sequences. With a single
+    model (ensemble 0 or 1) every objective is the model itself."""
+    uwo_lambda: float = 1.0
+    """The weight of the members' variance (in standardised units) in objective=uwo."""
 
     def __post_init__(self) -> None:
         _check(self.name in ("tabular", "linear"), "reward_model.name", self.name, "one of ['tabular', 'linear']")
-        _check(_finite(self.prior_scale) and self.prior_scale > 0, "reward_model.prior_scale", self.prior_scale, "> 0")
+        _check(self.objective in ("mean", "wco", "uwo"), "reward_model.objective", self.objective, "mean, wco or uwo")
+        _check(self.objective == "mean" or self.pessimism == 0, "reward_model.pessimism", self.pessimism,
+               "0 with objective wco or uwo (each is a conservative objective of its own)")  # fmt: skip
+        _check(_finite(self.uwo_lambda) and self.uwo_lambda >= 0, "reward_model.uwo_lambda", self.uwo_lambda, ">= 0")
+        # s and sigma enter the fits as 1/s^2 and 1/sigma^2: 1e-300 squares to 0 (ZeroDivisionError) and 1e300 to
+        # an overflow. Within [1e-6, 1e6] both stay far from either limit (and from a singular ridge system).
+        _check(
+            _finite(self.prior_scale) and PRIOR_RANGE[0] <= self.prior_scale <= PRIOR_RANGE[1],
+            "reward_model.prior_scale",
+            self.prior_scale,
+            f"a number in [{PRIOR_RANGE[0]:g}, {PRIOR_RANGE[1]:g}] (the prior's standard deviation)",
+        )
         _check(self.ensemble >= 0, "reward_model.ensemble", self.ensemble, "an integer >= 0")
         _check(_finite(self.pessimism) and self.pessimism >= 0, "reward_model.pessimism", self.pessimism, ">= 0")
         _check(
-            _finite(self.rating_sigma) and self.rating_sigma > 0, "reward_model.rating_sigma", self.rating_sigma, "> 0"
+            _finite(self.rating_sigma) and PRIOR_RANGE[0] <= self.rating_sigma <= PRIOR_RANGE[1],
+            "reward_model.rating_sigma",
+            self.rating_sigma,
+            f"a number in [{PRIOR_RANGE[0]:g}, {PRIOR_RANGE[1]:g}] (the ratings likelihood's standard deviation)",
         )
         _check(
             self.ranking_likelihood in ("plackett_luce", "pairs"),
@@ -356,7 +376,12 @@ class RewardModelConfig:
             self.ranking_likelihood,
             "plackett_luce or pairs",
         )
-        _check(_finite(self.tol) and self.tol > 0, "reward_model.tol", self.tol, "a finite number > 0")
+        _check(
+            _finite(self.tol) and 0 < self.tol <= MAX_TOL,
+            "reward_model.tol",
+            self.tol,
+            f"a number in (0, {MAX_TOL:g}] (a looser tolerance stops L-BFGS before it moves: the model stays unfitted)",
+        )
 
 
 @dataclass

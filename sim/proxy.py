@@ -97,6 +97,8 @@ def fit(cfg: Config, world, data: FeedbackData, rng: np.random.Generator) -> Rew
         rmc.tol,
         rng,
         rmc.ranking_likelihood,
+        rmc.objective,
+        rmc.uwo_lambda,
     )
 
 

@@ -104,12 +104,26 @@ def estimate(cfg, n_states: float, n_sequences: float | None, n_bigram: int = 0)
                 stages.append(("the tabular Laplace block (m, m)", "feedback.n", 3 * 8.0 * m * m))
         elif rm.name == "linear":
             D = sum(template_dim(t, e.n_prompts, V, H) for t in rm.templates)
-            stages.append(("the linear reward model's fit", "reward_model.templates", 8.0 * D * (24 + members)))
+            key = "reward_model.ensemble" if members > 24 else "reward_model.templates"  # whichever dominates
+            stages.append(("the linear reward model's fit", key, 8.0 * D * (24 + members)))
             if rm.pessimism > 0 and rm.ensemble < 2:
                 stages.append(("the Laplace posterior's (D, D) matrix", "reward_model.templates", 3 * 8.0 * D * D))
         if n_sequences is not None:
             stages.append(("every complete sequence (tokens, features)", "env.horizon", 8.0 * n_sequences * (H + 16)))
+            if rm.objective != "mean":  # each member's prediction of every sequence, and its standardised copy
+                need = 16.0 * n_sequences * members
+                stages.append(("the ensemble's predictions of every sequence", "reward_model.ensemble", need))
     return stages
+
+
+def _samples_episodes(name: str) -> bool:
+    """Whether agent ``name`` steps ``agent.batch`` episodes together (it reads ``agent.batch``)."""
+    from sim.agents import agent_spec  # the registry imports the agents: not at module import time
+
+    try:
+        return "batch" in agent_spec(name).keys
+    except ConfigError:  # an unknown agent is refused elsewhere, naming agent.name
+        return False
 
 
 def check_memory(

@@ -5,7 +5,8 @@ agent, then exact evaluation.
    pipeline if one is configured (e.g. ``corruption.misspec.length_bias`` = annotators who like long answers).
 2. ``feedback.n`` labels on sequences from the source over the covered prompts (``feedback.prompt_coverage``).
 3. A reward model is fitted by MAP; its reward is the proxy the agent optimises.
-   ``feedback.sampler = expert`` mixes pi_ref with a near-optimal policy (data that cover the optimum).
+   ``feedback.sampler = expert`` mixes pi_ref with a near-optimal policy (data that cover the optimum);
+   ``feedback.stutter_free`` keeps every output that repeats a token right after itself out of the data.
 4. With ``feedback.sampler = policy`` this repeats for ``feedback.rounds`` rounds (iterated RLHF): round 0
    samples from pi_ref, each later round from the agent's current policy, refitting on all data so far.
 5. The reward model is scored on held-out pairs from the training distribution and from a shifted one (the
@@ -22,9 +23,10 @@ from sim.agents import AgentContext, AgentResult, run_agent
 from sim.build import Setup
 from sim.config import Config
 from sim.corruption import identity_channel
-from sim.feedback import FeedbackData, collect, covered_prompts, make_teacher, preference_accuracy, sample_items
+from sim.feedback import FeedbackData, collect, preference_accuracy, sample_items
 from sim.metrics import reward_distance
-from sim.reward_models import RewardModel, fit_reward_model
+from sim.proxy import fit, start_feedback
+from sim.reward_models import RewardModel
 
 
 @dataclass(eq=False)
@@ -37,20 +39,6 @@ class RLHFResult:
     metrics: dict[str, float | int | None]
 
 
-def first_source(cfg: Config, setup: Setup):
-    """Where round 0's sequences come from: pi_ref, uniform over sequences, or pi_ref mixed with an expert (the
-    oracle's soft optimum at ``expert_beta`` return standard deviations under pi_ref)."""
-    fb, world = cfg.feedback, setup.world
-    if fb.sampler == "uniform":
-        return world.uniform_source()
-    ref_source = world.sequence_source(world.ref)
-    if fb.sampler != "expert":
-        return ref_source
-    _, sd = ref_source.moments(setup.oracle.reward)
-    expert = world.soft_policy(setup.oracle.reward, fb.expert_beta * sd)
-    return world.sequence_source(world.ref, mix=(fb.expert_mix, expert))
-
-
 def run_rlhf(
     cfg: Config,
     setup: Setup,
@@ -59,27 +47,15 @@ def run_rlhf(
     progress=None,
 ) -> RLHFResult:
     """Run the rlhf pipeline on a built setup."""
-    fb, rmc = cfg.feedback, cfg.reward_model
+    fb = cfg.feedback
     world, oracle = setup.world, setup.oracle
-    data_ss, eval_ss = feedback_seed.spawn(2)
-    rng = np.random.default_rng(data_ss)
-    source0 = first_source(cfg, setup)
-    covered = covered_prompts(world.n_prompts, fb.prompt_coverage, rng)
-    teacher = make_teacher(
-        world,
-        setup.channel.expected(),
-        source0,
-        rng,
-        oracle=oracle,
-        rationality=fb.rationality,
-        flip=fb.flip,
-        myopia=fb.myopia,
-        skip=fb.skip,
-        equal=fb.equal,
-        sigma=fb.sigma,
-        levels=fb.levels,
-        annotators=fb.annotators,
-        annotator_spread=fb.annotator_spread,
+    feedback = start_feedback(cfg, setup, feedback_seed)  # the same draws as an env with pipeline=rlhf
+    rng, eval_ss, source0, covered, teacher = (
+        feedback.rng,
+        feedback.eval_seed,
+        feedback.source,
+        feedback.covered,
+        feedback.teacher,
     )
     per_round = np.diff(np.linspace(0, fb.n, fb.rounds + 1).round().astype(int))
     data: FeedbackData | None = None
@@ -87,19 +63,7 @@ def run_rlhf(
     for n_round in per_round:
         new = collect(teacher, source, covered, fb.kind, int(n_round), rng, fb.k)
         data = new if data is None else data + new
-        rm = fit_reward_model(
-            world,
-            data,
-            rmc.name,
-            rmc.templates,
-            rmc.prior_scale,
-            rmc.ensemble,
-            rmc.pessimism,
-            rmc.rating_sigma,
-            rmc.tol,
-            rng,
-            rmc.ranking_likelihood,
-        )
+        rm = fit(cfg, world, data, rng)
         ctx = AgentContext(world, rm.reward, identity_channel(world, rm.reward), oracle, agent_rng, data, progress)
         agent = run_agent(ctx, cfg.agent)
         source = world.sequence_source(agent.policy)

@@ -14,8 +14,8 @@ from sim.errors import ConfigError
 from sim.feedback import collect, covered_prompts, make_teacher, preference_accuracy, sample_items
 from sim.metrics import reward_distance
 from sim.oracle import make_oracle
+from sim.proxy import first_source
 from sim.reference import make_reference
-from sim.rlhf import first_source
 from sim.worlds import EnumeratedWorld, MarkovWorld, Sequences
 from sim.worlds.enumerated import ExactSource, standardisation
 

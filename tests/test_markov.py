@@ -33,8 +33,8 @@ from sim.errors import ConfigError
 from sim.features import FeatureMap, template_dim
 from sim.feedback import make_teacher
 from sim.oracle import make_oracle
+from sim.proxy import first_source
 from sim.reference import make_reference
-from sim.rlhf import first_source
 from sim.run import check, mc_estimate, run
 from sim.worlds import EnumeratedWorld, LevelPolicy, MarkovWorld, Table
 from sim.worlds.markov import MaxPlus

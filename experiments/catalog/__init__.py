@@ -29,6 +29,7 @@ NAMES = (
     "phase_transition",
     "early_stopping",
     "heavy_tails",
+    "ensembles",
 )
 
 

@@ -6,7 +6,9 @@ the linear model pays ``theta . phi(s, a)`` on every token (dense; in the world'
 stays exact), the tabular one pays ``theta_i`` on sequence ``i``'s last token (worlds that can list their
 sequences). With ``pessimism = k`` the reward is the lower confidence bound ``mean - k * std`` of each sequence's
 predicted return (a sequence-level reward), where ``std`` comes from a bootstrap ensemble or the Laplace posterior
-``N(theta_MAP, H^-1)`` (for a tabular model, sequences absent from the data keep their prior std).
+``N(theta_MAP, H^-1)`` (for a tabular model, sequences absent from the data keep their prior std). With an
+ensemble, ``objective = wco`` or ``uwo`` pays a conservative combination of the standardised members instead of
+their mean (Coste et al. 2023; :func:`combine`), also a sequence-level reward.
 """
 
 from __future__ import annotations
@@ -58,6 +60,35 @@ class RewardModel:
 
 
 RANKING_LIKELIHOODS = ("plackett_luce", "pairs")
+#: How an ensemble's members are combined into one reward (Coste et al. 2023).
+OBJECTIVES = ("mean", "wco", "uwo")
+
+
+def combine(preds: np.ndarray, pool_preds: np.ndarray, objective: str, uwo_lambda: float = 1.0) -> np.ndarray:
+    """An ensemble's predicted returns (M, n) combined into one return per sequence (n,), Coste et al. (2023).
+
+    Each member is first standardised by the mean and standard deviation of its predictions on the labelled
+    sequences (``pool_preds``, (M, m)), so that members count alike whatever their scale: ``z_i = (r_i - mu_i) /
+    sd_i``. Then ``mean`` is ``mean_i z_i``, ``wco`` (worst-case optimisation) ``min_i z_i`` and ``uwo``
+    (uncertainty-weighted) ``mean_i z_i - lambda var_i z_i`` (the population variance over members, in standardised
+    units as in the paper). The result is mapped back to reward units by the mean and standard deviation of the
+    ensemble mean on the labelled sequences (an affine map: the same preferences, a beta on the usual scale).
+    """
+    mu = pool_preds.mean(axis=1, keepdims=True)
+    sd = pool_preds.std(axis=1, keepdims=True)
+    sd = np.where(sd > 0, sd, 1.0)  # a member constant on the data (no information) keeps its predictions' offsets
+    z = (preds - mu) / sd
+    if objective == "mean":
+        out = z.mean(axis=0)
+    elif objective == "wco":
+        out = z.min(axis=0)
+    elif objective == "uwo":
+        out = z.mean(axis=0) - uwo_lambda * z.var(axis=0)
+    else:
+        raise ConfigError("reward_model.objective", objective, f"one of {list(OBJECTIVES)}")
+    avg = pool_preds.mean(axis=0)
+    scale = avg.std() if avg.std() > 0 else 1.0
+    return avg.mean() + scale * out
 
 
 def rankings_to_pairs(data: FeedbackData) -> FeedbackData:
@@ -150,6 +181,8 @@ def fit_reward_model(
     tol: float = 1e-6,
     rng: np.random.Generator | None = None,
     ranking_likelihood: str = "plackett_luce",
+    objective: str = "mean",
+    uwo_lambda: float = 1.0,
 ) -> RewardModel:
     """Fit a reward model by MAP (and optionally a bootstrap ensemble) and turn it into a reward.
 
@@ -162,7 +195,12 @@ def fit_reward_model(
         ranking_likelihood: for rankings, ``plackett_luce`` (the full likelihood) or ``pairs`` (each ranking of k
             split into its k(k-1)/2 pairwise wins, fitted by Bradley-Terry as if independent; the bootstrap still
             resamples whole rankings).
+        objective: how an ensemble's members are combined (:func:`combine`): ``mean``, ``wco`` or ``uwo``.
+        uwo_lambda: the weight of the members' variance in ``uwo``.
     """
+    if objective not in OBJECTIVES:
+        raise ConfigError("reward_model.objective", objective, f"one of {list(OBJECTIVES)}")
+    objective = objective if ensemble >= 2 else "mean"  # one model: every combination of it is itself
     if ranking_likelihood not in RANKING_LIKELIHOODS:
         raise ConfigError("reward_model.ranking_likelihood", ranking_likelihood, f"one of {list(RANKING_LIKELIHOODS)}")
     features = FeatureMap(world, templates, field="reward_model.templates") if name == "linear" else None
@@ -183,13 +221,15 @@ def fit_reward_model(
         theta = map_fit(X, prepared(data), prior_scale, rating_sigma, tol)
         members = [theta]
     model = RewardModel(name=name, world=world, theta=theta, members=members, features=features)
-    if pessimism == 0 and features is not None:
+    if pessimism == 0 and objective == "mean" and features is not None:
         model.reward = features.reward(theta)
         return model
     every = world.all_sequences()
     X_all = model.design(every)
     preds = np.stack([X_all @ t for t in members])
     mean = preds.mean(axis=0) if ensemble >= 2 else preds[0]
+    if objective != "mean":
+        mean = combine(preds, np.stack([X @ t for t in members]), objective, uwo_lambda)
     returns = mean
     if pessimism > 0:
         if ensemble >= 2:

@@ -71,6 +71,8 @@ def bigram_uses(cfg, agent_templates=()) -> list[tuple[str, object]]:
         uses.append(("oracle.templates", "bigram"))
     if cfg.pipeline == "rlhf" and cfg.reward_model.name == "linear" and "bigram" in cfg.reward_model.templates:
         uses.append(("reward_model.templates", "bigram"))
+    if cfg.pipeline == "rlhf" and cfg.feedback.stutter_free:  # the filter reads the token just written
+        uses.append(("feedback.stutter_free", True))
     if "bigram" in agent_templates:
         uses.append(("agent.templates", "bigram"))
     return uses

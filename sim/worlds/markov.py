@@ -114,6 +114,8 @@ class MarkovWorld(World):
                 cls.check_template_names(r.templates, "reward_model.templates")
             check(r.pessimism == 0, "reward_model.pessimism", r.pessimism, f"0 {WHY} (a lower confidence bound per "
                   "sequence is not a Markov reward)")  # fmt: skip
+            check(r.objective == "mean", "reward_model.objective", r.objective, f"mean {WHY} (the worst member or "
+                  "a variance penalty per sequence is not a Markov reward)")  # fmt: skip
 
     @staticmethod
     def check_template_names(templates, field: str) -> None:
