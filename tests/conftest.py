@@ -41,3 +41,9 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if marker in item.keywords:
                 item.add_marker(skip)
+    # A claims module runs each named experiment's sanity sweep once per worker (a module-scoped cache): keep every
+    # test of one experiment on one worker (``--dist loadgroup``), or two workers would each run the same sweep.
+    for item in items:
+        if item.path.name.startswith("test_claims_") and "fault" not in item.keywords:
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            item.add_marker(pytest.mark.xdist_group(str(params.get("name", item.path.stem))))

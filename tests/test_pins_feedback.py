@@ -1,0 +1,285 @@
+"""Pins of the simulated annotators (sim.feedback.teachers) against their formulas (mutation testing, issue #18).
+
+Teachers are built directly on hand-made perceived returns where the world does not matter: every number below
+follows from the formulas of the module docstring, with centres, scales and returns that do not cancel.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from sim.errors import ConfigError
+from sim.feedback import make_teacher
+from sim.feedback.teachers import Teacher
+from sim.oracle import make_oracle
+from sim.reference import make_reference
+from sim.worlds import EnumeratedWorld
+
+
+def _teacher(**kw) -> Teacher:
+    return Teacher(world=None, perceived=None, center=kw.pop("center", 1.0), scale=kw.pop("scale", 2.0), **kw)
+
+
+@pytest.fixture(scope="module")
+def small():
+    world = EnumeratedWorld(2, 3, 3)
+    oracle = make_oracle(world, "linear", seed=5)
+    world.ref = make_reference(world, "softmax", np.random.default_rng(6))
+    return world, oracle, world.all_sequences()
+
+
+# the returns of 2 annotators (rows) for 5 sequences, and their myopic returns (different, so the two cannot swap)
+R = np.array([[0.0, 1.0, 3.0, 3.5, -2.0], [1.0, 0.2, 2.0, 5.0, -1.0]])
+G = np.array([[0.5, 1.0, 2.0, 4.0, -1.0], [0.0, 1.5, 2.5, 3.0, 0.0]])
+
+
+def test_preference_prob_is_the_formula_with_equal_and_flips():
+    t = _teacher(rationality=1.5, flip=0.2, equal=0.3, scale=2.0)
+    i, j = np.array([0, 2, 3, 4, 1]), np.array([1, 3, 0, 2, 4])
+    want = np.zeros(5)
+    for w in range(2):
+        p = expit(1.5 * (G[w, i] - G[w, j]) / 2.0)
+        p = np.where(np.abs(R[w, i] - R[w, j]) / 2.0 < 0.3, 0.5, p)  # |3 - 3.5| / 2 = 0.25 < 0.3 for annotator 0
+        want += 0.8 * p + 0.2 * (1 - p)
+    got = t.preference_prob(R, G, i, j)
+    np.testing.assert_allclose(got, want / 2, rtol=1e-13)
+    assert got[1] == pytest.approx((0.5 + (0.8 * expit(-0.375) + 0.2 * expit(0.375))) / 2, rel=1e-13)
+    # equal-marking uses the strict inequality |R1 - R2| / scale < equal: a difference of exactly 0.3 is judged
+    at = _teacher(rationality=1.0, equal=0.25, scale=2.0)
+    r = np.array([[0.0, 0.5]])
+    assert at.preference_prob(r, np.array([[1.0, 0.0]]), np.array([0]), np.array([1]))[0] == pytest.approx(expit(0.5))
+
+
+def test_preference_prob_at_infinite_rationality_is_a_step_with_half_at_ties():
+    t = _teacher(rationality=np.inf, flip=0.1)
+    g = np.array([[2.0, 1.0, 2.0, -3.0]])
+    p = t.preference_prob(g, g, np.array([0, 1, 2, 3]), np.array([1, 0, 0, 2]))
+    np.testing.assert_allclose(p, [0.9, 0.1, 0.5, 0.1], rtol=1e-15)
+
+
+def test_prefer_at_infinite_rationality_labels_exactly():
+    t = _teacher(rationality=np.inf, equal=0.3, scale=2.0)
+    rng = np.random.default_rng(0)
+    i, j = np.array([0, 2, 3, 4, 1, 2]), np.array([1, 3, 0, 2, 4, 2])
+    y, kept = t.prefer(R[:1], G[:1], i, j, rng)
+    assert kept.all()
+    # myopic G decides: 0.5 < 1.0 -> 0; |3 - 3.5| / 2 < 0.3 -> 1/2; 4 > 0.5 -> 1; -1 < 2 -> 0; 1 > -1 -> 1; tie -> 1/2
+    np.testing.assert_array_equal(y, [0.0, 0.5, 1.0, 0.0, 1.0, 0.5])
+    flipped = _teacher(rationality=np.inf, flip=1.0, equal=0.3, scale=2.0)
+    y, _ = flipped.prefer(R[:1], G[:1], i, j, rng)
+    np.testing.assert_array_equal(y, [1.0, 0.5, 0.0, 1.0, 0.0, 0.5])
+
+
+def test_prefer_frequencies_follow_the_sigmoid_of_the_standardised_myopic_difference():
+    t = _teacher(rationality=2.0, flip=0.15, scale=2.0)
+    n = 40_000
+    y, kept = t.prefer(R[:1], G[:1], np.full(n, 2), np.full(n, 1), np.random.default_rng(3))
+    p = 0.85 * expit(2.0 * (2.0 - 1.0) / 2.0) + 0.15 * expit(-1.0)  # 0.6938...
+    assert kept.all() and abs(y.mean() - p) < 4 * np.sqrt(p * (1 - p) / n)
+
+
+def test_skip_keeps_the_best_standardised_return_at_the_threshold():
+    t = _teacher(rationality=np.inf, skip=0.5, center=1.0, scale=2.0)  # keep iff max(R) >= 1 + 0.5 * 2 = 2
+    r = np.array([[2.0, 1.9, 0.0, 3.0]])
+    _, kept = t.prefer(r, r, np.array([0, 1, 1, 2]), np.array([2, 2, 3, 1]), np.random.default_rng(0))
+    np.testing.assert_array_equal(kept, [True, False, True, False])
+    z, kept = t.rate(r, r, np.array([0, 1, 2, 3]), np.random.default_rng(0))
+    np.testing.assert_array_equal(kept, [True, False, False, True])
+    np.testing.assert_allclose(z, [0.5, 1.0])
+
+
+def test_rate_standardises_and_quantises_onto_likert_levels():
+    t = _teacher(center=1.0, scale=2.0, levels=4)
+    t.myopic_range = (-1.0, 5.0)  # z spans [-1, 2]: levels -1, 0, 1, 2
+    g = np.array([[0.2, 1.9, 4.4, 8.0, -4.0, 2.1]])  # z = -0.4, 0.45, 1.7, 3.5, -2.5, 0.55
+    z, kept = t.rate(g + 10.0, g, np.arange(6), np.random.default_rng(0))
+    assert kept.all()
+    np.testing.assert_array_equal(z, [0.0, 0.0, 2.0, 2.0, -1.0, 1.0])
+    plain = _teacher(center=1.0, scale=2.0)
+    z, _ = plain.rate(g, g, np.arange(6), np.random.default_rng(0))
+    np.testing.assert_allclose(z, [-0.4, 0.45, 1.7, 3.5, -2.5, 0.55], rtol=1e-14)
+
+
+def test_rate_noise_has_sd_sigma_in_standard_units():
+    t = _teacher(center=1.0, scale=2.0, sigma=0.7)
+    n = 40_000
+    z, _ = t.rate(G[:1], G[:1], np.full(n, 3), np.random.default_rng(4))
+    assert abs(z.mean() - 1.5) < 4 * 0.7 / np.sqrt(n)
+    assert z.std() == pytest.approx(0.7, abs=4 * 0.7 / np.sqrt(2 * n))
+
+
+def test_rank_at_infinite_rationality_sorts_best_first_and_breaks_ties_at_random():
+    t = _teacher(rationality=np.inf, scale=2.0)
+    g = np.array([[0.5, 3.0, -1.0, 2.0, 3.0]])
+    items = np.tile([0, 1, 2, 3], (6, 1))
+    ranked, kept = t.rank(g, g, items, np.random.default_rng(0))
+    assert kept.all()
+    np.testing.assert_array_equal(ranked, np.tile([1, 3, 0, 2], (6, 1)))
+    # 1 and 4 tie at 3.0: either comes first, about half the time each
+    n = 4000
+    ranked, _ = t.rank(g, g, np.tile([4, 1, 2], (n, 1)), np.random.default_rng(1))
+    assert set(map(tuple, ranked)) == {(4, 1, 2), (1, 4, 2)}
+    first = (ranked[:, 0] == 4).mean()
+    assert abs(first - 0.5) < 4 * np.sqrt(0.25 / n)
+
+
+def test_rank_with_flips_replaces_a_fraction_by_uniform_orders():
+    t = _teacher(rationality=np.inf, flip=0.3, scale=2.0)
+    g = np.array([[0.5, 3.0, -1.0]])
+    n = 12_000
+    ranked, _ = t.rank(g, g, np.tile([0, 1, 2], (n, 1)), np.random.default_rng(2))
+    freq = {p: np.mean(np.all(ranked == p, axis=1)) for p in itertools.permutations([0, 1, 2])}
+    for p, f in freq.items():  # 0.7 + 0.3 / 6 for the true order, 0.3 / 6 for each other
+        want = 0.75 if p == (1, 0, 2) else 0.05
+        assert abs(f - want) < 4 * np.sqrt(want * (1 - want) / n), (p, f)
+
+
+def test_rank_at_finite_rationality_uses_the_standardised_utilities():
+    t = _teacher(rationality=1.2, scale=2.0)
+    g = np.array([[0.5, 3.0, -1.0]])
+    n = 20_000
+    ranked, _ = t.rank(g, g, np.tile([0, 1, 2], (n, 1)), np.random.default_rng(5))
+    u = 1.2 * g[0] / 2.0
+    p_top = np.exp(u) / np.exp(u).sum()
+    for k in range(3):
+        f = np.mean(ranked[:, 0] == k)
+        assert abs(f - p_top[k]) < 4 * np.sqrt(p_top[k] * (1 - p_top[k]) / n)
+
+
+def test_an_annotator_mixture_sees_exactly_base_plus_its_own_linear_change(small):
+    world, oracle, seqs = small
+    source = world.sequence_source(world.ref)
+    for myopia in (1.0, 0.6):
+        t = make_teacher(
+            world, oracle.reward, source, np.random.default_rng(7), oracle=oracle, annotators=3,
+            annotator_spread=0.8, myopia=myopia,
+        )  # fmt: skip
+        assert t.n_annotators == 3 and len(t.deltas) == 3
+        returns, myopic = t.perceive(seqs)
+        for w, delta in enumerate(t.deltas):
+            assert np.linalg.norm(delta) > 0.1
+            seen = oracle.reward + oracle.features.reward(delta)
+            np.testing.assert_allclose(returns[w], world.sequence_returns(seen, seqs), rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(myopic[w], world.sequence_returns(seen, seqs, myopia), rtol=1e-10, atol=1e-12)
+            # each annotator's weights are at angle annotator_spread from theta*
+            theta = oracle.theta
+            cos = (theta + delta) @ theta / np.linalg.norm(theta + delta) / np.linalg.norm(theta)
+            assert cos == pytest.approx(np.cos(0.8), abs=1e-9)
+
+
+def test_labels_come_from_each_annotator_equally_often(small):
+    world, oracle, seqs = small
+    t = make_teacher(
+        world, oracle.reward, world.sequence_source(world.ref), np.random.default_rng(7), oracle=oracle,
+        annotators=3, annotator_spread=1.2, rationality=np.inf,
+    )  # fmt: skip
+    returns, myopic = t.perceive(seqs)
+    # a pair on which the annotators disagree: each label says which annotator wrote it
+    d = myopic[:, :, None] - myopic[:, None, :]
+    a, b = np.argwhere((np.sign(d[0]) != np.sign(d[1])) & (np.sign(d[1]) == np.sign(d[2])) & (d[0] != 0))[0]
+    n = 6000
+    y, _ = t.prefer(returns, myopic, np.full(n, a), np.full(n, b), np.random.default_rng(8))
+    from_first = np.mean(y == (1.0 if d[0, a, b] > 0 else 0.0))
+    assert abs(from_first - 1 / 3) < 4 * np.sqrt(2 / 9 / n)
+
+
+def test_make_teacher_standardises_by_the_source_and_spans_the_likert_range(small):
+    world, oracle, seqs = small
+    source = world.sequence_source(world.ref)
+    t = make_teacher(world, oracle.reward, source, np.random.default_rng(0), levels=5, rationality=0.7, flip=0.1)
+    center, scale = source.moments(oracle.reward)
+    assert (t.center, t.scale) == (center, scale)
+    assert (t.rationality, t.flip, t.levels, t.n_annotators, t.deltas) == (0.7, 0.1, 5, 1, [])
+    R_all = world.sequence_returns(oracle.reward, seqs)
+    assert t.myopic_range == pytest.approx((R_all.min(), R_all.max()), rel=1e-12)
+    returns, myopic = t.perceive(seqs)
+    assert returns.shape == (1, seqs.n)
+    np.testing.assert_allclose(returns[0], R_all, rtol=1e-12)
+    G_all = world.sequence_returns(oracle.reward, seqs, 0.5)
+    assert not np.allclose(G_all, R_all)
+    t_myopic = make_teacher(world, oracle.reward, source, np.random.default_rng(0), myopia=0.5)
+    np.testing.assert_allclose(t_myopic.perceive(seqs)[1][0], G_all, rtol=1e-12)
+    assert make_teacher(world, oracle.reward, source, np.random.default_rng(0)).myopic_range == (0.0, 1.0)
+
+
+def test_a_mixture_needs_a_linear_part(small):
+    world, oracle, _ = small
+    source = world.sequence_source(world.ref)
+    with pytest.raises(ConfigError) as err:
+        make_teacher(world, oracle.reward, source, np.random.default_rng(0), annotators=2)
+    assert (err.value.field, err.value.value, err.value.allowed) == (
+        "feedback.annotators",
+        2,
+        "1 unless the oracle has a linear part",
+    )
+
+
+def test_make_teacher_defaults(small):
+    world, oracle, seqs = small
+    source = world.sequence_source(world.ref)
+    t = make_teacher(world, oracle.reward, source, np.random.default_rng(0))
+    got = (t.rationality, t.flip, t.myopia, t.skip, t.equal, t.sigma, t.levels, t.features, t.deltas)
+    assert got == (1.0, 0.0, 1.0, None, 0.0, 0.0, 0, None, [])
+    # the default spread is 0: every annotator of a mixture judges by the oracle's own weights
+    two = make_teacher(world, oracle.reward, source, np.random.default_rng(0), oracle=oracle, annotators=2)
+    assert len(two.deltas) == 2 and all(np.all(d == 0) for d in two.deltas)
+
+
+def test_two_annotators_both_write_labels(small):
+    world, oracle, seqs = small
+    t = make_teacher(
+        world, oracle.reward, world.sequence_source(world.ref), np.random.default_rng(7), oracle=oracle,
+        annotators=2, annotator_spread=1.0,
+    )  # fmt: skip
+    returns, myopic = t.perceive(seqs)
+    n = 2000
+    z, _ = t.rate(returns, myopic, np.full(n, 5), np.random.default_rng(9))
+    views = (myopic[:, 5] - t.center) / t.scale
+    assert views[0] != views[1]
+    share = np.mean(z == views[1])
+    assert abs(share - 0.5) < 4 * np.sqrt(0.25 / n) and np.all((z == views[0]) | (z == views[1]))
+
+
+def test_prefer_marks_equal_strictly_below_the_threshold():
+    t = _teacher(rationality=np.inf, equal=0.25, scale=2.0)
+    r = np.array([[0.0, 0.5, 0.49]])  # |0 - 0.5| / 2 = 0.25 is not below 0.25; 0.245 is
+    y, _ = t.prefer(r, r, np.array([1, 2]), np.array([0, 0]), np.random.default_rng(0))
+    np.testing.assert_array_equal(y, [1.0, 0.5])
+
+
+def test_ties_are_broken_at_random_and_small_gaps_kept_whatever_the_scale():
+    t = _teacher(rationality=np.inf, scale=1e6, center=0.0)
+    n = 4000
+    g = np.array([[3e6, 1e6, 3e6]])  # a tie at 3e6: the jitter (1e-12 scale = 1e-6) is above its rounding (1e-10)
+    ranked, _ = t.rank(g, g, np.tile([0, 1, 2], (n, 1)), np.random.default_rng(0))
+    assert abs((ranked[:, 0] == 0).mean() - 0.5) < 4 * np.sqrt(0.25 / n)
+    g = np.array([[0.0, 1e-3, 2e-3]])  # gaps of 1e-9 scale: still ranked exactly
+    ranked, _ = t.rank(g, g, np.tile([0, 1, 2], (n, 1)), np.random.default_rng(1))
+    assert np.all(ranked == [2, 1, 0])
+
+
+def test_a_mixture_rates_and_ranks_with_each_annotator_in_turn(small):
+    world, oracle, seqs = small
+    t = make_teacher(
+        world, oracle.reward, world.sequence_source(world.ref), np.random.default_rng(7), oracle=oracle,
+        annotators=3, annotator_spread=1.2, rationality=np.inf,
+    )  # fmt: skip
+    returns, myopic = t.perceive(seqs)
+    n = 3000
+    z, kept = t.rate(returns, myopic, np.full(n, 5), np.random.default_rng(9))
+    views = (myopic[:, 5] - t.center) / t.scale
+    assert kept.all() and len(set(views)) == 3
+    counts = np.array([(z == v).sum() for v in views])
+    assert counts.sum() == n and np.all(np.abs(counts / n - 1 / 3) < 4 * np.sqrt(2 / 9 / n))
+
+    # rankings: a triple the annotators order differently; each order appears about a third of the time
+    def orders(trio):
+        return {tuple(np.array(trio)[np.argsort(-myopic[w, list(trio)])]) for w in range(3)}
+
+    a, b, c = next(trio for trio in itertools.combinations(range(seqs.n), 3) if len(orders(trio)) == 3)
+    ranked, _ = t.rank(returns, myopic, np.tile([a, b, c], (n, 1)), np.random.default_rng(10))
+    assert set(map(tuple, ranked)) == orders((a, b, c))
