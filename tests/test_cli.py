@@ -164,11 +164,23 @@ def test_same_seed_bit_identical_and_agent_change_keeps_world(tmp_path):
         ("pipeline=magic", "pipeline"),
     ],
 )
-def test_bad_config_fails_before_work_naming_the_key(tmp_path, override, key):
-    proc = run_cli(_run_dir(tmp_path), override, cwd=tmp_path)
+def test_bad_config_fails_before_work_naming_the_key(override, key, capsys):
+    """The command line's own check before hydra runs anything (in this process: a subprocess per value would cost
+    seconds each; the test below runs the real command once)."""
+    from experiments.run import prevalidate
+
+    with pytest.raises(SystemExit) as exit_:
+        prevalidate([override])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert key in err and "allowed" in err
+
+
+def test_a_bad_config_on_the_command_line_exits_2_before_any_work(tmp_path):
+    proc = run_cli(_run_dir(tmp_path), "agent.beta=-1", cwd=tmp_path)
     assert proc.returncode == 2
-    assert key in proc.stderr and "allowed" in proc.stderr
-    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert "agent.beta" in proc.stderr and "allowed" in proc.stderr
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
 def test_type_error_and_unknown_key_fail(tmp_path):
