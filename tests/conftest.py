@@ -47,3 +47,19 @@ def pytest_collection_modifyitems(config, items):
         if item.path.name.startswith("test_claims_") and "fault" not in item.keywords:
             params = getattr(getattr(item, "callspec", None), "params", {})
             item.add_marker(pytest.mark.xdist_group(str(params.get("name", item.path.stem))))
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    """For the claims modules: each named experiment's sanity sweep, run once per module and worker (its tests stay on
+    one worker: ``xdist_group`` above): ``tables(name) -> (claim held, table)``."""
+    from tests.claims import sanity
+
+    cache: dict[str, tuple[bool, object]] = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = sanity(name, tmp_path_factory.mktemp(name))
+        return cache[name]
+
+    return get

@@ -96,19 +96,6 @@ BREAKS = {
 }
 
 
-@pytest.fixture(scope="module")
-def tables(tmp_path_factory):
-    """Each experiment's sanity sweep, run once per test process: ``name -> (held, table)``."""
-    cache: dict[str, tuple[bool, object]] = {}
-
-    def get(name: str):
-        if name not in cache:
-            cache[name] = sanity(name, tmp_path_factory.mktemp(name))
-        return cache[name]
-
-    return get
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_sanity_sweep_reproduces_the_claim_and_the_check_can_fail(name, tables):
     held, table = tables(name)
