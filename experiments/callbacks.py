@@ -100,11 +100,33 @@ def validate_jobs(config: DictConfig) -> tuple[int, str | None]:
             cfg = job_config(name, overrides, cache, groups)
         except Exception as e:  # noqa: BLE001  (an override hydra or OmegaConf rejects)
             return len(jobs), f"{' '.join(overrides)}: {e}"
-        result = validate_object(cfg)
+        result = validate_object(cfg, overrides)  # the overrides: save_arrays=2, env.eos=yes are read as typed
         if isinstance(result, str):
             return len(jobs), f"{' '.join(overrides)}: {result}"
         checked[key] = None
     return len(jobs), None
+
+
+def blocked_job_dir(config: DictConfig) -> Path | None:
+    """A job directory of the sweep that a file (not a directory) occupies, or None: hydra would die creating it
+    (``FileExistsError``) after the jobs before it had run. Only rmsim's directory scheme is checked (every job's
+    directory name holds ``seed=``), and only when such a file exists."""
+    root = Path(config.hydra.sweep.dir)
+    if not root.is_dir():
+        return None
+    files = {p.name for p in root.iterdir() if "seed=" in p.name and not p.is_dir()}
+    if not files:
+        return None
+    from hydra_plugins.rmsim_sweeper.resuming_sweeper import SUBDIR, job_subdir
+
+    if OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir") != SUBDIR:
+        return None
+    od = config.hydra.job.config.override_dirname
+    for job in sweep_jobs(config):
+        sub = job_subdir(job, list(od.exclude_keys), od.item_sep, od.kv_sep, config.get("seed"))
+        if sub in files:
+            return root / sub
+    return None
 
 
 class SweepCallback(Callback):
@@ -120,6 +142,11 @@ class SweepCallback(Callback):
         n, error = validate_jobs(config)
         if error is not None:
             print(f"rmsim: invalid config in the sweep (nothing was run): {error}", file=sys.stderr)
+            sys.exit(2)
+        blocked = blocked_job_dir(config)
+        if blocked is not None:
+            print(f"rmsim: {blocked} is a file where a job's directory goes: move it away (nothing was run)",
+                  file=sys.stderr)  # fmt: skip
             sys.exit(2)
         self.sweep_id = os.environ[SWEEP_ID] = uuid.uuid4().hex
         print(

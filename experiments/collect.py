@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -91,16 +92,31 @@ def run_row(run_dir: Path, root: Path, metrics: dict | None = None) -> dict[str,
         "sweep_dir": str(root),
         "run_dir": str(run_dir.relative_to(root)) if run_dir != root else ".",
     }
-    overrides = run_dir / ".hydra" / "overrides.yaml"
-    if overrides.exists():
-        for item in yaml.safe_load(overrides.read_text()) or []:
-            for key, value in _override_columns(str(item)):
-                if not key.startswith("hydra."):
-                    row[key] = value
+    for item in _overrides(run_dir / ".hydra" / "overrides.yaml"):
+        for key, value in _override_columns(str(item)):
+            if not key.startswith("hydra."):
+                row[key] = value
     record = metrics if metrics is not None else json.loads((run_dir / "metrics.json").read_text())
-    for key, value in record.items():
+    for key, value in record.items():  # a list or dict metric is kept as its JSON text (a cell holds a scalar)
+        value = json.dumps(value) if isinstance(value, list | dict) else value
         row[f"metric.{key}" if key in row else key] = value
     return row
+
+
+def _overrides(path: Path) -> list:
+    """The override strings of hydra's ``overrides.yaml``; a damaged file is named, and its columns left out."""
+    if not path.exists():
+        return []
+    try:
+        items = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        print(f"rmsim: warning: {path}: unreadable ({type(e).__name__}); its override columns are left out",
+              file=sys.stderr)  # fmt: skip
+        return []
+    if items is not None and not isinstance(items, list):
+        print(f"rmsim: warning: {path}: not a list of overrides; its override columns are left out", file=sys.stderr)
+        return []
+    return items or []
 
 
 def _roots(dirs: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -118,7 +134,9 @@ def finished_runs(roots: list[Path]) -> list[tuple[Path, Path, dict]]:
     """``(run_dir, root, metrics)`` of every run with a valid ``metrics.json``; damaged ones are named and skipped."""
     out = []
     for root in roots:
-        for p in sorted(root.glob("**/metrics.json")):
+        # os.walk (not glob) also lists a dangling symlink, so that it is named; it follows no symlinked directory
+        found = [Path(d) / "metrics.json" for d, ds, fs in os.walk(root) if "metrics.json" in {*fs, *ds}]
+        for p in sorted(found):
             record = read_metrics(p)
             if isinstance(record, str):
                 print(f"rmsim: warning: skipping {p}: {record}", file=sys.stderr)
@@ -167,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="+", help="sweep (or run) directories to collect")
     parser.add_argument("--out", help="where to write table.parquet and table.csv (default: the first directory)")
     args = parser.parse_args(argv)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        print(f"rmsim: --out {args.out} is a file: give a directory (made if missing)", file=sys.stderr)
+        return 2
     try:
         df = load_table(args.dirs)
     except FileNotFoundError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from dataclasses import dataclass, fields, is_dataclass
 
@@ -31,6 +32,13 @@ class CLIConfig(Config):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.scale in ("paper", "sanity"), "scale", self.scale, "paper or sanity")
+        check(
+            isinstance(self.name, str) and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*", self.name) is not None,
+            "name",
+            self.name,
+            "one directory name of letters, digits and _ . + = - (sweeps go to results/sweeps/<name>/; name=../x "
+            "would write outside results/)",
+        )
         check(
             self.max_memory_gb is None or (0 < self.max_memory_gb < float("inf")),
             "max_memory_gb",
@@ -141,9 +149,24 @@ def validate_object(cfg: DictConfig, overrides: list[str] | None = None) -> CLIC
         return str(e)
     except OmegaConfBaseException as e:  # a ConfigError raised inside a dataclass arrives wrapped
         cause = e.__cause__ or e.__context__
-        if not isinstance(cause, ConfigError):
-            raise
-        return str(cause)
+        if isinstance(cause, ConfigError):
+            return str(cause)
+        # OmegaConf's own refusal, e.g. an interpolation that does not resolve (agent.beta=${oc.env:HOME}): name the key
+        key = str(getattr(e, "full_key", None) or "config")
+        raw = _raw(cfg, key)
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return str(ConfigError(key, raw, f"a value that resolves to the key's type ({why})"))
+
+
+def _raw(cfg: DictConfig, key: str) -> object:
+    """The unresolved value of ``key`` (an interpolation's text), or None."""
+    node = cfg
+    try:
+        for part in key.split("."):  # OmegaConf's public API would resolve what we want to show raw
+            node = node._get_node(part)  # type: ignore[union-attr]  # noqa: SLF001
+        return node._value()  # type: ignore[union-attr]  # noqa: SLF001
+    except (OmegaConfBaseException, AttributeError, KeyError, TypeError):
+        return None
 
 
 #: Delivery settings a learner receives; in the rlhf pipeline the agent learns from the reward model instead.

@@ -61,9 +61,9 @@ def read_metrics(path: Path) -> dict[str, Any] | str:
     try:
         record = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        return "no metrics.json"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return f"unreadable metrics.json ({type(e).__name__}: {e})"
+        return "metrics.json is a dangling symlink" if Path(path).is_symlink() else "no metrics.json"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: [[[[...
+        return f"unreadable metrics.json ({type(e).__name__}: {str(e)[:200]})"
     if not isinstance(record, dict):
         return "metrics.json is not a JSON object"
     for key in REQUIRED_METRICS:
@@ -71,6 +71,18 @@ def read_metrics(path: Path) -> dict[str, Any] | str:
         if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
             return f"metrics.json has no finite {key} ({value!r})"
     return record
+
+
+def make_room(path: Path) -> str | None:
+    """Make ``path`` writable for a result before the run: an empty directory there is removed; a non-empty one is
+    left alone and the reason it cannot be written is returned (else None)."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        try:
+            path.rmdir()
+        except OSError:
+            return f"{path} is a directory that is not empty: move it away and re-run"
+    return None
 
 
 def write_json(path: Path, record: Mapping[str, Any]) -> None:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 import experiments  # noqa: F401  (single-threaded BLAS before numpy; registers the subdir resolver)
 from experiments.callbacks import FAILED, RAN_BY, SWEEP_ID
 from experiments.config import CLIConfig, inapplicable, memory_limit_gb, validate_object
-from experiments.io import CURVE_COLUMNS, read_metrics, write_csv, write_json, write_npz, write_text
+from experiments.io import CURVE_COLUMNS, make_room, read_metrics, write_csv, write_json, write_npz, write_text
 from experiments.report import arrays, summary
 from sim.errors import ConfigError, RunError
 from sim.run import RunResult, run
@@ -129,7 +129,11 @@ def main(cfg: DictConfig) -> dict | None:
         log.info("skipping %s: metrics.json exists", out)
         print(f"rmsim: skipped {label} (metrics.json exists)")
         return None
-    if (out / "metrics.json").exists():
+    if os.path.lexists(out / "metrics.json"):  # lexists: a dangling symlink is damage too
+        blocked = make_room(out / "metrics.json")  # an empty directory is cleared; a full one fails before the work
+        if blocked:
+            fail(out, label, blocked, sweeping, 1)
+            return None
         print(f"rmsim: {label}: {previous}: running it again", file=sys.stderr)
     for warning in inapplicable(config, overrides):
         log.warning(warning)
@@ -170,23 +174,33 @@ def main(cfg: DictConfig) -> dict | None:
 
 
 def prevalidate(argv: list[str]) -> None:
-    """Validate a single run's overrides before hydra does, so that a bad key or type gets rmsim's message and exit
-    code 2 (hydra would print its own error and exit 1). Sweeps are validated by the sweep callback."""
-    if any(a.startswith("-") for a in argv):  # -m, --cfg, --help, ...: hydra's own business
+    """Validate a run's overrides before hydra does, so that a bad key, type or override syntax gets rmsim's message
+    and exit code 2 (hydra would print its own error and exit 1). A sweep's overrides are parsed here and its
+    non-sweep overrides composed (``seed=0,,1``, ``hydra/launcher=bogus``); every job is then validated by the sweep
+    callback. Other flags (``--cfg``, ``--help``, ...) are hydra's own business."""
+    flags = [a for a in argv if a.startswith("-")]
+    if any(a not in ("-m", "--multirun") for a in flags):
         return
     from hydra import initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from experiments.callbacks import CONFIGS, config_groups, job_config
 
-    task = [a for a in argv if not a.lstrip("+~").startswith("hydra.") and "=" in a]
+    task = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra.")]
     try:
+        if flags:  # a sweep: its sweep overrides (a,b / range / choice) are expanded and checked by the callback
+            parsed = OverridesParser.create().parse_overrides(task)
+            task = [o.input_line for o in parsed if not o.is_sweep_override()]
         with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
             cfg = job_config("config", task, {}, config_groups())
     except Exception as e:  # noqa: BLE001  (hydra's or OmegaConf's rejection of an override)
         key = getattr(e, "full_key", None)
-        why = str(e).splitlines()[0]
+        lines = [x.strip() for x in str(e).splitlines() if x.strip()] or [type(e).__name__]
+        why = " ".join(lines[:2]) if lines[0].startswith("Error parsing") else lines[0]  # the 2nd line says why
         print(f"rmsim: invalid config: {key + ': ' if key else ''}{why}", file=sys.stderr)
         sys.exit(2)
+    if flags:
+        return
     checked = validate_object(cfg, task)
     if isinstance(checked, str):
         print(f"rmsim: invalid config: {checked}", file=sys.stderr)

@@ -66,6 +66,11 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
+#: The command line's own top-level keys (``experiments.config.CLIConfig``'s, and hydra's node): accepted in a
+#: mapping given to :func:`config_from`, and ignored there (they build no world). Any other unknown key is refused.
+CLI_KEYS = frozenset({"name", "scale", "save_arrays", "max_memory_gb", "hydra"})
+
+
 def config_from(config: Any = None, extra: dict | None = None) -> Config:
     """A validated :class:`sim.config.Config` from a Config, or its nested mapping (keys left out keep the command
     line's defaults, which are the schema's), with ``extra`` merged on top.
@@ -73,7 +78,12 @@ def config_from(config: Any = None, extra: dict | None = None) -> Config:
     Raises:
         ConfigError: naming an unknown key or a value out of range.
     """
-    base = _plain(config or {})
+    base = _plain(config if config is not None else {})
+    if not isinstance(base, dict):
+        raise ConfigError(
+            "config", config, "a sim.config.Config or a mapping of its keys (for the command line's presets and "
+            "override strings pass experiments.config.compose_config([...]))"
+        )  # fmt: skip
     tree = _merge(base, {k: v for k, v in _plain(extra or {}).items() if v not in ({}, None)})
     return _build(Config, tree, "")
 
@@ -86,7 +96,7 @@ def _build(schema: type, tree: dict, prefix: str):
     kwargs = {}
     for key, value in tree.items():
         if key not in names:
-            if schema is Config:
+            if schema is Config and key in CLI_KEYS:
                 continue  # the command line's own keys (name, scale, save_arrays, ...) do not build a world
             raise ConfigError(f"{prefix}{key}", value, f"keys of {schema.__name__}: {sorted(names)}")
         sub = hints[key]
@@ -129,6 +139,19 @@ def build_setup(
     return Setup(world=world, oracle=orc, channel=channel)
 
 
+#: The most points of an optimisation-pressure path (``agent.path=true``): each is a solve of the whole world.
+MAX_PATH_CHECKPOINTS = 1000
+
+
+def _agent_keys(name: str) -> tuple[str, ...]:
+    from sim.agents import agent_spec  # the registry imports the agents, which import this module
+
+    try:
+        return tuple(agent_spec(name).keys)
+    except ConfigError:  # an unknown agent is refused elsewhere, naming agent.name
+        return ()
+
+
 def check_setup(
     env: EnvConfig,
     oracle: OracleConfig,
@@ -158,14 +181,23 @@ def check_setup(
     if env.reference == "eos_hazard" and not env.eos:
         raise ConfigError("env.reference", env.reference, "eos_hazard needs env.eos=true")
     m = corruption.misspec
+    # omit acts after the projection: on project_to's templates when there are some, else on the oracle's
+    kept, whose = (list(m.project_to), "the projection's (corruption.misspec.project_to)") if m.project_to else (
+        list(oracle.templates), "the oracle's linear part")  # fmt: skip
     for name in m.omit:
-        if name not in oracle.templates:
-            raise ConfigError(
-                "corruption.misspec.omit", name, f"templates of the oracle's linear part {oracle.templates}"
-            )
+        if name not in kept:
+            raise ConfigError("corruption.misspec.omit", name, f"templates of {whose} {kept}")
     if m.project_to:
         check_templates(m.project_to, "corruption.misspec.project_to")
     if agent_templates:
         check_templates(agent_templates, "agent.templates")
+    a = cfg.agent
+    if a.path and a.checkpoints > MAX_PATH_CHECKPOINTS and "path" in _agent_keys(a.name):
+        raise ConfigError(
+            "agent.checkpoints",
+            a.checkpoints,
+            f"<= {MAX_PATH_CHECKPOINTS} with agent.path=true (each point of the path is a solve of the whole world; "
+            "a curve needs far fewer)",
+        )
     check_world(cfg, agent_templates)
     return bool(bigram_uses(cfg, agent_templates))

@@ -24,6 +24,13 @@ def _finite(x: float) -> bool:
     return isinstance(x, int | float) and math.isfinite(x)
 
 
+def _integer(x: object) -> bool:
+    """An int (numpy's too), not a bool."""
+    import numbers
+
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
 @dataclass
 class EnvConfig:
     """The text-MDP and its reference policy."""
@@ -44,9 +51,13 @@ class EnvConfig:
     """Never enumerate: solve exactly over (prompt, position, last token). Needs a Markov oracle and reference."""
 
     def __post_init__(self) -> None:
-        _check(self.n_prompts >= 1, "env.n_prompts", self.n_prompts, "an integer >= 1")
-        _check(self.vocab_size >= 2, "env.vocab_size", self.vocab_size, "an integer >= 2")
-        _check(self.horizon >= 1, "env.horizon", self.horizon, "an integer >= 1")
+        # types too: the command line's schema checks them, but gym.make(..., n_prompts=True, eos="yes") does not
+        _check(_integer(self.n_prompts) and self.n_prompts >= 1, "env.n_prompts", self.n_prompts, "an integer >= 1")
+        _check(_integer(self.vocab_size) and self.vocab_size >= 2, "env.vocab_size", self.vocab_size, "an integer >= 2")
+        _check(_integer(self.horizon) and self.horizon >= 1, "env.horizon", self.horizon, "an integer >= 1")
+        _check(isinstance(self.eos, bool), "env.eos", self.eos, "true or false")
+        _check(isinstance(self.compressed, bool), "env.compressed", self.compressed, "true or false")
+        _check(isinstance(self.reference, str), "env.reference", self.reference, "a reference family's name")
         _check(
             _finite(self.ref_temperature) and self.ref_temperature > 0,
             "env.ref_temperature",
@@ -291,10 +302,13 @@ class FeedbackConfig:
         _check(0 <= self.flip <= 1, "feedback.flip", self.flip, "in [0, 1]")
         _check(0 < self.myopia <= 1, "feedback.myopia", self.myopia, "in (0, 1]")
         _check(_finite(self.equal) and self.equal >= 0, "feedback.equal", self.equal, "a finite number >= 0")
-        _check(_finite(self.sigma) and self.sigma >= 0, "feedback.sigma", self.sigma, "a finite number >= 0")
+        # sigma multiplies standardised returns (1e300 overflowed in reward_distance's squares)
+        _check(_finite(self.sigma) and 0 <= self.sigma <= 1e6, "feedback.sigma", self.sigma, "in [0, 1e6]")
         _check(self.levels == 0 or self.levels >= 2, "feedback.levels", self.levels, "0 (off) or >= 2")
         _check(self.k >= 2, "feedback.k", self.k, "an integer >= 2")
-        _check(self.annotators >= 1, "feedback.annotators", self.annotators, "an integer >= 1")
+        # each label comes from one annotator: more annotators than labels is meaningless (1e12 hung drawing weights)
+        _check(1 <= self.annotators <= self.n, "feedback.annotators", self.annotators,
+               f"an integer in [1, feedback.n={self.n}] (each label comes from one annotator)")  # fmt: skip
         _check(0 <= self.annotator_spread <= math.pi, "feedback.annotator_spread", self.annotator_spread, "in [0, pi]")
         _check(self.sampler in ("reference", "uniform", "policy", "expert"), "feedback.sampler", self.sampler,
                "one of ['reference', 'uniform', 'policy', 'expert']")  # fmt: skip

@@ -14,6 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
@@ -21,10 +22,11 @@ from sim.build import Setup, build_setup, check_setup, config_from
 from sim.config import EnvConfig
 from sim.errors import ConfigError, check
 from sim.proxy import learned_setup
-from sim.resources import check_memory
+from sim.resources import GB, check_memory, default_limit_gb
 from sim.worlds import bigram_uses, n_states, sequence_total
 
 OBS_MODES = ("state", "tokens", "markov")
+_INT64 = np.dtype(np.int64)  # (an identity test: the step's hot path)
 
 
 #: The world keyword arguments an env takes as shorthands for ``config.env.*``.
@@ -43,13 +45,15 @@ def env_setup(config: Any = None, world_seed: int = 0, oracle: Any = None, corru
         oracle, corruption: mappings merged into ``config.oracle`` / ``config.corruption`` (shorthands).
         env: shorthands for ``config.env.*`` (``n_prompts``, ``vocab_size``, ...).
     """
+    check(isinstance(world_seed, int | np.integer) and not isinstance(world_seed, bool) and world_seed >= 0,
+          "world_seed", world_seed, "an integer >= 0")  # fmt: skip
     unknown = set(env) - set(ENV_KEYS)
     if unknown:
         raise ConfigError(sorted(unknown)[0], env[sorted(unknown)[0]], f"env keyword arguments among {list(ENV_KEYS)}")
     cfg = config_from(config, {"env": env, "oracle": oracle or {}, "corruption": corruption or {}})
     track = check_setup(cfg.env, cfg.oracle, cfg.corruption, cfg)
-    if cfg.pipeline == "rlhf":  # the reward model and its data must fit in memory too, checked before any work
-        check_memory(cfg, n_states(cfg.env, track), sequence_total(cfg.env), len(bigram_uses(cfg)) if track else 0)
+    # the world (and with pipeline=rlhf the reward model and its data) must fit in memory, checked before any work
+    check_memory(cfg, n_states(cfg.env, track), sequence_total(cfg.env), len(bigram_uses(cfg)) if track else 0)
     setup = build_setup(cfg.env, cfg.oracle, cfg.corruption, world_seed, track)
     if cfg.pipeline == "rlhf":
         setup, model, _ = learned_setup(cfg, setup, world_seed)
@@ -159,6 +163,8 @@ class TextEnv(gym.Env, _Spec):
         corruption: Any = None,
         **env: Any,
     ):
+        modes = self.metadata["render_modes"]
+        check(render_mode is None or render_mode in modes, "render_mode", render_mode, f"None or one of {modes}")
         if setup is None:
             setup = env_setup(config, world_seed, oracle, corruption, **env)
         self._init_spec(setup, obs_mode)
@@ -184,9 +190,9 @@ class TextEnv(gym.Env, _Spec):
 
     def step(self, action):
         if self._state < 0:
-            raise RuntimeError("call reset() before step(): the episode has ended or not started")
+            raise EpisodeOver("call reset() before step(): the episode has ended or not started")
         w = self.world
-        s, a = self._state, int(action)
+        s, a = self._state, _action(action, w.vocab_size)
         states, actions = np.array([s]), np.array([a])
         nxt = int(w.next_state(states, actions)[0])
         terminated = nxt < 0
@@ -245,10 +251,14 @@ class TextVectorEnv(VectorEnv, _Spec):
         corruption: Any = None,
         **env: Any,
     ):
-        check(num_envs >= 1, "num_envs", num_envs, ">= 1")
+        check(isinstance(num_envs, int | np.integer) and not isinstance(num_envs, bool) and num_envs >= 1,
+              "num_envs", num_envs, "an integer >= 1")  # fmt: skip
         if setup is None:
             setup = env_setup(config, world_seed, oracle, corruption, **env)
         self._init_spec(setup, obs_mode)
+        need = 8.0 * num_envs * (setup.world.horizon + 16)  # per env: states, tokens, rewards and an observation row
+        check(need <= default_limit_gb() * GB, "num_envs", num_envs,
+              f"fewer envs: {num_envs} need about {need / GB:.3g} GB, above {default_limit_gb():.3g} GB")  # fmt: skip
         self.num_envs = int(num_envs)
         self.single_observation_space = self._single_obs_space
         self.single_action_space = self._single_act_space
@@ -283,7 +293,12 @@ class TextVectorEnv(VectorEnv, _Spec):
 
     def step(self, actions):
         w, setup = self.world, self.setup
-        a = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
+        a = np.asarray(actions)
+        if a.dtype is not _INT64 or a.shape != (self.num_envs,):  # the slow path: any other type or shape
+            a = _actions(a, self.num_envs)
+        if a.view(np.uint64).max() >= w.vocab_size:  # one unsigned reduction: a negative action wraps to >= 2**63
+            bad = a[(a < 0) | (a >= w.vocab_size)]
+            raise ValueError(f"action {bad[0]} is out of range: allowed integers in [0, vocab_size={w.vocab_size})")
         s = self._states
         nxt = w.next_state(s, a)
         terminated = nxt < 0
@@ -316,6 +331,48 @@ class TextVectorEnv(VectorEnv, _Spec):
         truncated = np.zeros(self.num_envs, dtype=bool)
         infos = {"oracle_reward": oracle, "_oracle_reward": stepped, "state": s, "_state": stepped}
         return obs, rewards, terminated, truncated, infos
+
+
+class EpisodeOver(ResetNeeded, RuntimeError):
+    """``step`` after the episode ended: gymnasium's :class:`~gymnasium.error.ResetNeeded` (and a RuntimeError)."""
+
+
+def _action(action: Any, vocab_size: int) -> int:
+    """One env's action as an int in ``[0, vocab_size)`` (an integer, or an integral float; a size-1 array).
+
+    Raises:
+        ValueError, TypeError: naming the action and the allowed range.
+    """
+    if isinstance(action, int | np.integer):
+        a = int(action)
+    else:
+        arr = np.asarray(action)
+        if arr.size != 1 or arr.dtype.kind not in "biuf":
+            raise TypeError(f"action {action!r}: allowed one integer in [0, vocab_size={vocab_size})")
+        x = arr.reshape(())[()]
+        if not np.isfinite(x) or x != np.floor(x):
+            raise ValueError(f"action {action!r} is not an integer: allowed integers in [0, vocab_size={vocab_size})")
+        a = int(x)
+    if not 0 <= a < vocab_size:
+        raise ValueError(f"action {a} is out of range: allowed integers in [0, vocab_size={vocab_size})")
+    return a
+
+
+def _actions(a: np.ndarray, num_envs: int) -> np.ndarray:
+    """A vector env's actions as int64 ``(num_envs,)`` (any integer dtype, or integral floats; any shape of that
+    size). The range is checked by the caller.
+
+    Raises:
+        ValueError, TypeError: naming the actions.
+    """
+    if a.size != num_envs:
+        raise ValueError(f"actions of shape {a.shape}: allowed one action per env ({num_envs})")
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all() or (a != np.floor(a)).any():
+            raise ValueError(f"actions {a.tolist()[:8]} are not all integers: allowed integers in [0, vocab_size)")
+    elif a.dtype.kind not in "biu":
+        raise TypeError(f"actions of dtype {a.dtype}: allowed integers in [0, vocab_size)")
+    return a.astype(np.int64).reshape(num_envs)
 
 
 #: ``rmsim/MarkovText-v0``'s world when its config leaves it out: the ``env=large`` preset.

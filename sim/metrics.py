@@ -72,7 +72,7 @@ def reward_distance(true: np.ndarray, proxy: np.ndarray, weights: np.ndarray, pr
     x, y = centred(true), centred(proxy)
     vx, vy = w @ (x * x), w @ (y * y)
     scale = max(1.0, float(np.max(np.abs(true))), float(np.max(np.abs(proxy))))
-    if vx <= 1e-24 * scale**2 or vy <= 1e-24 * scale**2:
+    if vx <= 1e-24 * scale * scale or vy <= 1e-24 * scale * scale:  # scale * scale: inf, not OverflowError
         rho = 0.0
     else:
         rho = float(np.clip(w @ (x * y) / np.sqrt(vx * vy), -1.0, 1.0))

@@ -83,8 +83,19 @@ def start_feedback(cfg: Config, setup: Setup, feedback_seed: np.random.SeedSeque
 
 
 def fit(cfg: Config, world, data: FeedbackData, rng: np.random.Generator) -> RewardModel:
-    """The reward model (``cfg.reward_model``) fitted by MAP to ``data``."""
+    """The reward model (``cfg.reward_model``) fitted by MAP to ``data``.
+
+    Raises:
+        ConfigError: every preference label is a tie (``feedback.equal`` at or above every pair's return gap): the
+            likelihood is flat, the fit stays at theta = 0 and the proxy is identically 0.
+    """
     rmc = cfg.reward_model
+    if data.kind == "preferences" and data.n > 0 and cfg.feedback.equal > 0 and np.all(data.labels == 0.5):
+        raise ConfigError(
+            "feedback.equal",
+            cfg.feedback.equal,
+            f"a threshold that leaves some pair unequal (all {data.n} labels are ties: nothing to fit)",
+        )
     return fit_reward_model(
         world,
         data,

@@ -78,16 +78,26 @@ def estimate(cfg, n_states: float, n_sequences: float | None, n_bigram: int = 0)
         rows = 8.0 * H * e.n_prompts * V
         tabular = a.name in ("q_learning", "policy_gradient") or (a.name == "ppo" and a.policy == "tabular")
         tables = AGENT_BYTES_PER_ENTRY.get(a.name, 0) * entries if tabular else 0
+        # blame the vocabulary when its (V + 1, V) bigram tables dominate, else the largest of P, V and H
+        bigrams = 2 * n_bigram * bigram
+        rest = 12 * 8.0 * level + 4 * rows + tables
+        factor = max((e.n_prompts, "env.n_prompts"), (V, "env.vocab_size"), (H, "env.horizon"))[1]
         stages.append(
             (
                 "the compressed world's level rows, rewards and the agent's tables",
-                "env.vocab_size",
-                BASE_BYTES + 12 * 8.0 * level + 2 * n_bigram * bigram + 4 * rows + tables,
+                "env.vocab_size" if bigrams > rest else factor,
+                BASE_BYTES + bigrams + rest,
             )
         )
+    if a.name == "best_of_n":  # reference draws per prompt (on either world kind), each a sequence of tokens
+        stages.append(("best_of_n's reference samples", "agent.samples", 8.0 * a.samples * e.n_prompts * (H + 4)))
+    if _samples_episodes(a.name):  # a batch of episodes stepped together: states, tokens, rewards per step
+        stages.append(("the batch of episodes sampled together", "agent.batch", 8.0 * a.batch * (H + 16)))
     if cfg.pipeline == "rlhf":
         k = {"preferences": 2, "ratings": 1, "rankings": fb.k}[fb.kind]
         stages.append(("the feedback data", "feedback.n", 8.0 * fb.n * k * (H + 4)))
+        # two held-out evaluation sets of n_eval pairs each
+        stages.append(("the held-out evaluation pairs", "feedback.n_eval", 8.0 * 4 * fb.n_eval * (H + 4)))
         if fb.kind == "rankings":
             stages.append(("the Plackett-Luce fit's (m, k-1, k) block", "feedback.k", 3 * 8.0 * fb.n * fb.k * fb.k))
         members = max(rm.ensemble, 1)

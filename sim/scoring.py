@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from sim.build import Setup
-from sim.errors import ConfigError
+from sim.errors import ConfigError, check
 from sim.metrics import exact_metrics
 from sim.worlds import LevelPolicy, Table
 
@@ -50,14 +50,33 @@ def observations(world, states: np.ndarray, obs_mode: str) -> np.ndarray:
     raise ConfigError("obs_mode", obs_mode, "state, tokens or markov")
 
 
-def _one_hot(actions: np.ndarray, n_actions: int) -> np.ndarray:
-    actions = np.asarray(actions).reshape(-1).astype(np.int64)
+def _one_hot(actions: np.ndarray, n_actions: int, n: int | None = None) -> np.ndarray:
+    """One-hot rows (n, A) of a policy's actions: integers (or integral floats) in ``[0, A)``, one per observation.
+
+    Raises:
+        ValueError, TypeError: naming the policy's actions and what was expected.
+    """
+    actions = np.asarray(actions)
+    if actions.dtype.kind not in "biuf":
+        raise TypeError(f"a policy's actions must be integers in [0, {n_actions}), not of dtype {actions.dtype}")
+    if n is not None and actions.size != n:  # (a scalar was broadcast to every state)
+        raise ValueError(
+            f"a policy gave actions of shape {actions.shape} for {n} observations: expected ({n},) actions or "
+            f"({n}, {n_actions}) probabilities"
+        )
+    if actions.dtype.kind == "f" and not (np.isfinite(actions).all() and (actions == np.floor(actions)).all()):
+        raise ValueError(f"a policy's actions must be integers in [0, {n_actions}): got {actions.reshape(-1)[:4]}")
+    actions = actions.reshape(-1).astype(np.int64)
     if actions.size and (actions.min() < 0 or actions.max() >= n_actions):
-        raise ValueError(f"actions outside [0, {n_actions})")
+        raise ValueError(f"a policy's actions must be in [0, {n_actions}): got {actions.min()}..{actions.max()}")
     out = np.zeros((actions.size, n_actions))
     out[np.arange(actions.size), actions] = 1.0
     return out
 
+
+#: The most Monte Carlo episodes of ``score(mc_episodes=...)``: a cross-check of the exact value, whose 99% interval
+#: is then a few 1e-4 return standard deviations wide (1e12 episodes would run for days).
+MAX_MC_EPISODES = 10**7
 
 #: Observations per call to a policy, and the most ``observations x n_states`` entries per call (a one-hot input).
 QUERY_ROWS = 4096
@@ -73,12 +92,17 @@ def _query(policy: Any, obs: np.ndarray, n_actions: int, deterministic: bool) ->
             probs = dist.distribution.probs.detach().cpu().numpy()
             return np.asarray(probs, dtype=np.float64).reshape(len(obs), n_actions)
         actions, _ = policy.predict(obs, deterministic=True)
-        return _one_hot(actions, n_actions)
+        return _one_hot(actions, n_actions, len(obs))
     if callable(policy):
-        out = np.asarray(policy(obs), dtype=np.float64)
-        if out.ndim == 2 and out.shape == (len(obs), n_actions):
-            return out
-        return _one_hot(out, n_actions)
+        out = np.asarray(policy(obs))
+        if out.ndim == 2:
+            if out.shape != (len(obs), n_actions) or out.dtype.kind not in "biuf":
+                raise ValueError(
+                    f"a policy gave probabilities of shape {out.shape} (dtype {out.dtype}) for {len(obs)} "
+                    f"observations: expected ({len(obs)}, {n_actions}) probabilities or ({len(obs)},) actions"
+                )
+            return out.astype(np.float64)
+        return _one_hot(out, n_actions, len(obs))
     raise TypeError("a policy is an (S, A) array, a function of observations, or an object with predict()")
 
 
@@ -94,6 +118,8 @@ def as_policy(policy: Any, world, obs_mode: str = "state", deterministic: bool =
     """
     A = world.n_actions
     if isinstance(policy, np.ndarray):
+        if policy.dtype.kind not in "biuf":
+            raise TypeError(f"a policy table holds probabilities (numbers), not dtype {policy.dtype}")
         if policy.shape != (world.n_states, A):
             raise ValueError(f"a policy table has shape (S, A) = {(world.n_states, A)}, not {policy.shape}")
         _check_rows(policy)
@@ -157,6 +183,12 @@ def score(
     """
     setup = setup_of(target)
     mode = obs_mode or getattr(getattr(target, "unwrapped", target), "obs_mode", None) or "state"
+    check(mode in ("state", "tokens", "markov"), "obs_mode", mode, "state, tokens or markov")
+    whole = (int, np.integer)
+    check(isinstance(mc_episodes, whole) and not isinstance(mc_episodes, bool)
+          and (mc_episodes == 0 or 2 <= mc_episodes <= MAX_MC_EPISODES), "mc_episodes", mc_episodes,
+          f"0 (off) or an integer in [2, {MAX_MC_EPISODES:.0e}] (an interval needs two episodes)")  # fmt: skip
+    check(isinstance(seed, whole) and not isinstance(seed, bool) and seed >= 0, "seed", seed, "an integer >= 0")
     world = setup.world
     rows = as_policy(policy, world, mode, deterministic)
     metrics = exact_metrics(world, rows, setup.oracle.reward, setup.channel.expected())

@@ -65,15 +65,20 @@ def validate_world(n_prompts: int, vocab_size: int, horizon: int, eos: bool = Tr
     check(isinstance(horizon, int | np.integer) and horizon >= 1, f"{prefix}horizon", horizon, "an integer >= 1")
     entries = enumerated_size(n_prompts, vocab_size, horizon, eos) * vocab_size
     if entries > MAX_ENUMERATED_ENTRIES:
-        # blame the vocabulary when even two levels of it are too many; otherwise the horizon
-        two_levels = enumerated_size(n_prompts, vocab_size, min(horizon, 2), eos) * vocab_size
-        key, value = ("vocab_size", vocab_size) if two_levels > MAX_ENUMERATED_ENTRIES else ("horizon", horizon)
+        # blame the vocabulary when two levels of it are too many with one prompt; else the horizon when one
+        # prompt's tree is too large; else the number of prompts
+        if enumerated_size(1, vocab_size, min(horizon, 2), eos) * vocab_size > MAX_ENUMERATED_ENTRIES:
+            key, value = "vocab_size", vocab_size
+        elif enumerated_size(1, vocab_size, horizon, eos) * vocab_size > MAX_ENUMERATED_ENTRIES:
+            key, value = "horizon", horizon
+        else:
+            key, value = "n_prompts", n_prompts
         raise ConfigError(
             f"{prefix}{key}",
             value,
             f"a world with S*A <= {MAX_ENUMERATED_ENTRIES:.0e} state-action entries (n_prompts={n_prompts}, "
-            f"vocab_size={vocab_size}, horizon={horizon} gives {entries:.3g}); shrink vocab_size or horizon, or set "
-            "env.compressed=true for a Markov world that is never enumerated",
+            f"vocab_size={vocab_size}, horizon={horizon} gives {entries:.3g}); shrink n_prompts, vocab_size or "
+            "horizon, or set env.compressed=true for a Markov world that is never enumerated",
         )
 
 
