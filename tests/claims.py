@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from experiments import catalog
 from experiments.figures import figure_path, nonfinite, reproduce, table_of
@@ -42,3 +43,9 @@ def shuffled(table: pd.DataFrame, outcomes: list[str], seed: int) -> pd.DataFram
     out = table.copy()
     out[outcomes] = table[outcomes].to_numpy()[perm]
     return out
+
+
+def grouped(names) -> list:
+    """``names`` as parameters that keep every test of one experiment on one xdist worker (``--dist loadgroup``), so
+    each sanity sweep runs once per worker (the ``tables`` cache) instead of once on each."""
+    return [pytest.param(name, marks=pytest.mark.xdist_group(name)) for name in names]

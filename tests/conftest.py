@@ -31,6 +31,7 @@ def random_policy(rng: np.random.Generator, shape: tuple[int, int], sharp: float
     return w / w.sum(axis=1, keepdims=True)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook (see the end of this one)
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``slow`` run only with ``RMSIM_SLOW=1`` (they are minutes, not seconds); tests marked ``fault``
     (a named experiment's sweep under a simulator fault) only with ``RMSIM_FAULTS=1`` (``make faults``)."""
@@ -41,25 +42,32 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if marker in item.keywords:
                 item.add_marker(skip)
-    # A claims module runs each named experiment's sanity sweep once per worker (a module-scoped cache): keep every
-    # test of one experiment on one worker (``--dist loadgroup``), or two workers would each run the same sweep.
-    for item in items:
-        if item.path.name.startswith("test_claims_") and "fault" not in item.keywords:
-            params = getattr(getattr(item, "callspec", None), "params", {})
-            item.add_marker(pytest.mark.xdist_group(str(params.get("name", item.path.stem))))
+    # ``--dist loadgroup`` sends the tests of one xdist_group to one worker by a ``@group`` suffix on their node ids.
+    # pytest-xdist 3.8 writes it to ``item._nodeid``, which pytest 9 no longer reads (it keeps ``item._id``), so the
+    # groups were silently ignored and each claims sanity sweep ran on both workers. Write the suffix where pytest 9
+    # reads it (once; a later xdist will have done it already).
+    if getattr(config.option, "loadgroup", False):
+        from _pytest.nodeid import coerce_node_id
+
+        for item in items:
+            mark = item.get_closest_marker("xdist_group")
+            if mark is not None and "@" not in item.nodeid.rsplit("]", 1)[-1] and hasattr(item, "_id"):
+                item._id = coerce_node_id(f"{item.nodeid}@{mark.args[0] if mark.args else 'default'}")
 
 
-@pytest.fixture(scope="module")
+_SANITY: dict[str, tuple[bool, object]] = {}
+
+
+@pytest.fixture(scope="session")
 def tables(tmp_path_factory):
-    """For the claims modules: each named experiment's sanity sweep, run once per module and worker (its tests stay on
-    one worker: ``xdist_group`` above): ``tables(name) -> (claim held, table)``."""
+    """For the claims modules: each named experiment's sanity sweep, run once per worker process (a session cache: a
+    module-scoped one is torn down whenever the worker switches modules; the tests of one experiment stay on one
+    worker: ``xdist_group`` above): ``tables(name) -> (claim held, table)``."""
     from tests.claims import sanity
 
-    cache: dict[str, tuple[bool, object]] = {}
-
     def get(name: str):
-        if name not in cache:
-            cache[name] = sanity(name, tmp_path_factory.mktemp(name))
-        return cache[name]
+        if name not in _SANITY:
+            _SANITY[name] = sanity(name, tmp_path_factory.mktemp(name))
+        return _SANITY[name]
 
     return get

@@ -13,13 +13,14 @@ from experiments.catalog.ensembles import per_seed
 from tests.claims import claim_holds, sanity, shuffled
 
 NAME = "ensembles"
+pytestmark = pytest.mark.xdist_group(NAME)  # one worker runs its sanity sweep (make test: --dist loadgroup)
 OUTCOMES = ["oracle_return", "proxy_return", "kl_to_reference"]
 SHUFFLES = 10  # one Wilcoxon test at p < 0.01 with a minimum effect: random outcomes pass with probability < 1%
 
 
-@pytest.fixture(scope="module")
-def table(tmp_path_factory):
-    held, table = sanity(NAME, tmp_path_factory.mktemp(NAME))
+@pytest.fixture
+def table(tables):
+    held, table = tables(NAME)
     assert held, "the sanity sweep does not reproduce the claim"
     return table
 

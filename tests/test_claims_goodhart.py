@@ -11,6 +11,7 @@ from experiments import catalog
 from tests.claims import claim_holds, sanity, shuffled
 
 NAME = "early_stopping"
+pytestmark = pytest.mark.xdist_group(NAME)  # one worker runs its sanity sweep (make test: --dist loadgroup)
 #: What each run measured along its path (the stop and the measured angle stay with their runs).
 OUTCOMES = ["oracle_return", "proxy_return", "kl_to_reference", "step_angle"]
 #: The check needs two tests at p < 0.01 at once: see tests/test_claims_misspec_learners.py.
@@ -24,16 +25,10 @@ def registered(monkeypatch):
         monkeypatch.setattr(catalog, "NAMES", (*catalog.NAMES, NAME))
 
 
-@pytest.fixture(scope="module")
-def table(tmp_path_factory):
-    """The sanity sweep, run once per test process: ``(held, table)``."""
-    mp = pytest.MonkeyPatch()
-    if NAME not in catalog.NAMES:
-        mp.setattr(catalog, "NAMES", (*catalog.NAMES, NAME))
-    try:
-        return sanity(NAME, tmp_path_factory.mktemp(NAME))
-    finally:
-        mp.undo()
+@pytest.fixture
+def table(tables):
+    """The sanity sweep, run once per worker process: ``(held, table)``."""
+    return tables(NAME)
 
 
 def _stopped_at_the_end(t):

@@ -12,6 +12,7 @@ from experiments.catalog.heavy_tails import tails
 from tests.claims import claim_holds, sanity, shuffled
 
 NAME = "heavy_tails"
+pytestmark = pytest.mark.xdist_group(NAME)  # one worker runs its sanity sweep (make test: --dist loadgroup)
 #: What each run measured (configuration columns, seeds, betas and the world's constants stay with their rows).
 OUTCOMES = ["oracle_return", "proxy_return", "kl_to_reference"]
 #: The check needs five tests at p < 0.01 at once: a check that accepted random outcomes with probability q >= 0.3
@@ -56,9 +57,9 @@ BREAKS = [_heavy_keeps_the_oracle_gain, _heavy_proxy_does_not_run_away, _varianc
           _gaussian_gains_nothing]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def table(tmp_path_factory):
-    held, t = sanity(NAME, tmp_path_factory.mktemp(NAME))
+@pytest.fixture
+def table(tables):
+    held, t = tables(NAME)
     assert held
     return t
 

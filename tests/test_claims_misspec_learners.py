@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from experiments import catalog
-from tests.claims import claim_holds, sanity, shuffled
+from tests.claims import claim_holds, grouped, sanity, shuffled
 
 NAMES = ("misspecification", "goodhart_prevalence", "reward_sparsity", "tabular_vs_linear", "rlhf_vs_rlfree")
 
@@ -96,7 +96,7 @@ BREAKS = {
 }
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", grouped(NAMES))
 def test_sanity_sweep_reproduces_the_claim_and_the_check_can_fail(name, tables):
     held, table = tables(name)
     assert held
@@ -106,7 +106,7 @@ def test_sanity_sweep_reproduces_the_claim_and_the_check_can_fail(name, tables):
             catalog.get(name).check(broken(table))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", grouped(NAMES))
 def test_check_fails_on_shuffled_outcomes(name, tables):
     _, table = tables(name)
     passed = [seed for seed in range(SHUFFLES) if claim_holds(name, shuffled(table, OUTCOMES[name], seed))]

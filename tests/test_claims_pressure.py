@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import catalog
-from tests.claims import claim_holds, sanity, shuffled
+from tests.claims import claim_holds, grouped, sanity, shuffled
 
 NAMES = ("overoptimization", "kl_penalty", "regressional_control", "scale_overoptimization", "phase_transition")
 
@@ -48,7 +48,7 @@ def _break_phase_transition(t):
 BREAK = {name: globals()[f"_break_{name}"] for name in NAMES}
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", grouped(NAMES))
 def test_sanity_sweep_reproduces_the_claim_and_the_check_can_fail(name, tables):
     held, table = tables(name)
     assert held
@@ -56,7 +56,7 @@ def test_sanity_sweep_reproduces_the_claim_and_the_check_can_fail(name, tables):
         catalog.get(name).check(BREAK[name](table))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", grouped(NAMES))
 def test_check_fails_on_shuffled_outcomes(name, tables):
     _, table = tables(name)
     passed = [seed for seed in range(SHUFFLES) if claim_holds(name, shuffled(table, OUTCOMES, seed))]

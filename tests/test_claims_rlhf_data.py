@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from experiments import catalog
-from tests.claims import claim_holds, sanity, shuffled
+from tests.claims import claim_holds, grouped, sanity, shuffled
 
 NAMES = ("label_noise", "feedback_budget", "pessimism", "ranking_efficiency", "deterministic_preferences")
 
@@ -59,7 +59,7 @@ def _break_deterministic_preferences(t):
 BREAK = {name: globals()[f"_break_{name}"] for name in NAMES}
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", grouped(NAMES))
 def test_sanity_sweep_reproduces_the_claim_and_the_check_can_fail(name, tables):
     held, table = tables(name)
     assert held
@@ -67,7 +67,7 @@ def test_sanity_sweep_reproduces_the_claim_and_the_check_can_fail(name, tables):
         catalog.get(name).check(BREAK[name](table))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", grouped(NAMES))
 def test_check_fails_on_shuffled_outcomes(name, tables):
     """Random outcomes: the same configurations, the outcomes of other runs."""
     _, table = tables(name)
