@@ -168,6 +168,29 @@ def reproduce(
     return ok
 
 
+def _side_by_side(names: list[str], args, jobs: int, parallel: int) -> list[str]:
+    """Each experiment in its own ``python -m experiments.figures <name>`` process, ``parallel`` at a time (the sanity
+    sweeps are small and sequential: two of them keep two cores busy); each one's report is printed when it ends.
+    Returns the experiments whose claim failed (or whose process failed)."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(name: str) -> tuple[str, int, str]:
+        cmd = [sys.executable, "-m", "experiments.figures", name, "--scale", args.scale, "--jobs", str(jobs),
+               "--parallel", "1", "--results", args.results, *(["--check"] if args.check else []),
+               *(["--no-run"] if args.no_run else [])]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        return name, proc.returncode, proc.stdout + proc.stderr
+
+    failed = []
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        for name, code, out in pool.map(one, names):
+            print(out, end="", flush=True)
+            if code != 0:
+                failed.append(name)
+    return failed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="+", help=f"'all' or some of {list(catalog.NAMES)}")
@@ -175,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="assert each experiment's claim")
     parser.add_argument(
         "--jobs", type=int, default=0, help="parallel jobs (default: all cores at paper scale, 1 at sanity)"
+    )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=0,
+        help="experiments run side by side, each in its own process (default: all cores at sanity, 1 at paper)",
     )
     parser.add_argument("--no-run", action="store_true", help="draw from the existing sweep results only")
     parser.add_argument("--results", default=str(RESULTS), help="results root (default: results)")
@@ -184,7 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown experiment(s) {unknown}; choose from {list(catalog.NAMES)} or 'all'")
     jobs = args.jobs or ((os.cpu_count() or 1) if args.scale == "paper" else 1)
-    failed = [n for n in names if not reproduce(n, args.scale, args.check, jobs, not args.no_run, Path(args.results))]
+    parallel = args.parallel or (1 if args.scale == "paper" else (os.cpu_count() or 1))
+    if parallel > 1 and len(names) > 1:
+        failed = _side_by_side(names, args, jobs, parallel)
+    else:
+        run = not args.no_run
+        failed = [n for n in names if not reproduce(n, args.scale, args.check, jobs, run, Path(args.results))]
     if failed:
         print(f"rmsim: claims failed: {failed}", file=sys.stderr)
         return 1

@@ -406,7 +406,7 @@ class AgentConfig:
     """exact_planner, soft_planner, q_learning, policy_gradient, linear_q, lspi, loglinear_pg, ppo, best_of_n, dpo,
     ipo, sb3_ppo (the sb3 extra), or any registered agent."""
     beta: float = 0.1
-    """KL coefficient of soft_planner, policy_gradient, loglinear_pg, dpo and ipo (> 0)."""
+    """KL coefficient of soft_planner, policy_gradient, loglinear_pg, ppo (per token), dpo and ipo (> 0)."""
     n: int = 4
     """Samples of best_of_n (>= 1)."""
     steps: int = 2000

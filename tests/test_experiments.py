@@ -86,3 +86,14 @@ def test_a_large_sweep_is_validated_completely_and_fast():
         )
         n, error = validate_jobs(bad)
         assert n == len(sweep_jobs(bad)) and "feedback.myopia" in error
+
+
+def test_experiments_side_by_side_each_report_and_their_failures_count(tmp_path, capsys):
+    """``--parallel 2``: each experiment in its own process; both reports are printed and a failure is counted (here:
+    no sweep results to draw from)."""
+    from experiments import figures
+
+    argv = ["label_noise", "feedback_budget", "--scale", "sanity", "--no-run", "--results", str(tmp_path)]
+    assert figures.main([*argv, "--parallel", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "label_noise (sanity)" in out and "feedback_budget (sanity)" in out
