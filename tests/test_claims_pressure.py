@@ -113,24 +113,25 @@ def test_regressional_control_fails_when_the_noise_is_not_applied(monkeypatch, t
 
 @pytest.mark.fault
 def test_regressional_control_fails_when_the_reward_model_is_the_oracle(monkeypatch, tmp_path):
+    import sim.proxy
     import sim.rlhf
 
-    # the rlhf pipeline's reward-model fit, whatever sim.rlhf calls it (``fit``, or ``fit_reward_model`` before it)
-    name = "fit" if hasattr(sim.rlhf, "fit") else "fit_reward_model"
-    fit = getattr(sim.rlhf, name)
+    # the rlhf pipeline's reward-model fit (sim.rlhf calls sim.proxy.fit), and its teacher (made in sim.proxy)
+    name = "fit"
+    fit = sim.rlhf.fit
 
     def oracle_model(*args, **kwargs):  # the proxy ignored: the "reward model" is the teacher's view
         rm = fit(*args, **kwargs)
         rm.reward = oracle_model.perceived
         return rm
 
-    make_teacher = sim.rlhf.make_teacher
+    make_teacher = sim.proxy.make_teacher
 
     def teacher(world, perceived, *args, **kwargs):
         oracle_model.perceived = perceived
         return make_teacher(world, perceived, *args, **kwargs)
 
-    monkeypatch.setattr(sim.rlhf, "make_teacher", teacher)
+    monkeypatch.setattr(sim.proxy, "make_teacher", teacher)
     monkeypatch.setattr(sim.rlhf, name, oracle_model)
     held, table = sanity("regressional_control", tmp_path)
     rm = table[(table["pipeline"] == "rlhf") & (table["corruption.noise.sigma"].astype(float) == 0)]
