@@ -26,6 +26,8 @@ from sim.resources import GB, check_memory, default_limit_gb
 from sim.worlds import bigram_uses, n_states, sequence_total
 
 OBS_MODES = ("state", "tokens", "markov")
+#: Render modes gymnasium defines; tools ask for them by default (accepted with a warning, rendering nothing).
+GYM_RENDER_MODES = ("human", "rgb_array", "rgb_array_list", "depth_array")
 _INT64 = np.dtype(np.int64)  # (an identity test: the step's hot path)
 
 
@@ -164,7 +166,13 @@ class TextEnv(gym.Env, _Spec):
         **env: Any,
     ):
         modes = self.metadata["render_modes"]
-        check(render_mode is None or render_mode in modes, "render_mode", render_mode, f"None or one of {modes}")
+        check(render_mode is None or render_mode in (*modes, *GYM_RENDER_MODES), "render_mode", render_mode,
+              f"None or one of {modes}")  # fmt: skip
+        if render_mode is not None and render_mode not in modes:
+            # gymnasium's own render modes: stable-baselines3's make_vec_env asks for rgb_array unless told otherwise,
+            # so they are accepted, with gymnasium's warning, and render() draws nothing
+            gym.logger.warn(f"render_mode={render_mode!r} is not supported (only {modes}): render() returns None")
+            render_mode = None
         if setup is None:
             setup = env_setup(config, world_seed, oracle, corruption, **env)
         self._init_spec(setup, obs_mode)

@@ -303,7 +303,7 @@ def test_env_arguments_of_the_wrong_kind_are_refused():
         ({"config": {"bogus": 1}}, "bogus"),  # was accepted and ignored
         ({"config": "env=tiny"}, "config"),  # was "dictionary update sequence element #0"
         ({"world_seed": -1}, "world_seed"),  # was numpy's "expected non-negative integer"
-        ({"render_mode": "human"}, "render_mode"),  # was a gymnasium warning only
+        ({"render_mode": "bogus"}, "render_mode"),  # not a render mode at all
     ]:
         with pytest.raises(ConfigError) as err:
             gym.make("rmsim/TextMDP-v0", **{**TINY, **kwargs})
@@ -312,6 +312,8 @@ def test_env_arguments_of_the_wrong_kind_are_refused():
         with pytest.raises(ConfigError) as err:
             gym.make_vec("rmsim/TextMDP-v0", num_envs=n, vectorization_mode="vector_entry_point", **TINY)
         assert err.value.field == "num_envs"
+    with pytest.warns(UserWarning, match="render_mode='rgb_array' is not supported"):  # what SB3 asks for by default
+        assert gym.make("rmsim/TextMDP-v0", render_mode="rgb_array", **TINY).unwrapped.render_mode is None
     env = gym.make("rmsim/TextMDP-v0", **TINY).unwrapped
     env.reset(seed=0)
     env.step(0)  # EOS ends the episode

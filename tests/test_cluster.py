@@ -76,9 +76,10 @@ def accounted_states(job: str) -> dict[str, str]:
 
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
-    """``python -m experiments.collect`` on the sweep, and the table it wrote, minus the timing column."""
+    """``python -m experiments.collect`` on the sweep, and the table it wrote, minus the timing column and the
+    sweep directory each row came from (they differ between the two sweeps by construction)."""
     sh(sys.executable, "-m", "experiments.collect", str(sweep_dir), timeout=TIMEOUT)
-    table = pd.read_parquet(sweep_dir / "table.parquet").drop(columns="wall_time_s")
+    table = pd.read_parquet(sweep_dir / "table.parquet").drop(columns=["wall_time_s", "sweep_dir"])
     return table.sort_values("run_dir").reset_index(drop=True)
 
 

@@ -468,7 +468,7 @@ def env_cases() -> list[Case]:
         ("config={'env': {'n_prompts': 2, 'vocab_size': 3, 'horizon': 2}}", "ok", None),
         ("world_seed=-1", "error", "seed"), ("world_seed='a'", "error", "seed"), ("world_seed=2**70", "either", "seed"),
         ("world_seed=1.5", "error", "seed"),
-        ("obs_mode='bogus'", "error", "obs_mode"), ("render_mode='human'", "error", "render_mode"),
+        ("obs_mode='bogus'", "error", "obs_mode"), ("render_mode='bogus'", "error", "render_mode"),
         ("oracle={'kind': 'bogus'}", "error", "oracle.kind"),
         ("oracle={'scale': float('inf')}", "error", "oracle.scale"),
         ("oracle='linear'", "error", "oracle"),
