@@ -49,3 +49,19 @@ def grouped(names) -> list:
     """``names`` as parameters that keep every test of one experiment on one xdist worker (``--dist loadgroup``), so
     each sanity sweep runs once per worker (the ``tables`` cache) instead of once on each."""
     return [pytest.param(name, marks=pytest.mark.xdist_group(name)) for name in names]
+
+
+def shuffles_accepted(name: str, table: pd.DataFrame, outcomes: list[str], n: int) -> list[int]:
+    """The seeds (of ``n``) whose shuffled table (:func:`shuffled`) the check of ``name`` accepts: should be none."""
+    return [seed for seed in range(n) if claim_holds(name, shuffled(table, outcomes, seed))]
+
+
+def evaluate_the_proxy_as_the_oracle(monkeypatch) -> None:
+    """A simulator fault: agents' curves evaluate the proxy where they should evaluate the oracle."""
+    from sim.agents.base import AgentContext
+
+    def evaluate(self, policy):
+        ev = self.world.evaluate(policy, {"proxy": self.proxy})
+        return {"oracle_return": ev["proxy"], "proxy_return": ev["proxy"], "kl_to_reference": ev["kl_to_reference"]}
+
+    monkeypatch.setattr(AgentContext, "evaluate", evaluate)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from experiments import catalog
-from tests.claims import claim_holds, grouped, sanity, shuffled
+from tests.claims import evaluate_the_proxy_as_the_oracle, grouped, sanity, shuffles_accepted
 
 NAMES = ("misspecification", "goodhart_prevalence", "reward_sparsity", "tabular_vs_linear", "rlhf_vs_rlfree")
 
@@ -109,7 +109,7 @@ def test_sanity_sweep_reproduces_the_claim_and_the_check_can_fail(name, tables):
 @pytest.mark.parametrize("name", grouped(NAMES))
 def test_check_fails_on_shuffled_outcomes(name, tables):
     _, table = tables(name)
-    passed = [seed for seed in range(SHUFFLES) if claim_holds(name, shuffled(table, OUTCOMES[name], seed))]
+    passed = shuffles_accepted(name, table, OUTCOMES[name], SHUFFLES)
     assert passed == [], f"{name}: the check accepts shuffled outcomes (shuffle seeds {passed})"
 
 
@@ -137,13 +137,7 @@ def test_misspecification_fails_when_the_length_bias_is_not_applied(monkeypatch,
 
 @pytest.mark.fault
 def test_goodhart_prevalence_fails_when_the_proxy_is_evaluated_as_the_oracle(monkeypatch, tmp_path):
-    from sim.agents.base import AgentContext
-
-    def evaluate(self, policy):  # the wrong reward evaluated: the path's oracle return is the proxy's
-        ev = self.world.evaluate(policy, {"proxy": self.proxy})
-        return {"oracle_return": ev["proxy"], "proxy_return": ev["proxy"], "kl_to_reference": ev["kl_to_reference"]}
-
-    monkeypatch.setattr(AgentContext, "evaluate", evaluate)
+    evaluate_the_proxy_as_the_oracle(monkeypatch)
     held, table = sanity("goodhart_prevalence", tmp_path)
     assert np.allclose(table["oracle_return"], table["proxy_return"]) and not held
 

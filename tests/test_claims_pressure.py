@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import catalog
-from tests.claims import claim_holds, grouped, sanity, shuffled
+from tests.claims import evaluate_the_proxy_as_the_oracle, grouped, sanity, shuffles_accepted
 
 NAMES = ("overoptimization", "kl_penalty", "regressional_control", "scale_overoptimization", "phase_transition")
 
@@ -59,7 +59,7 @@ def test_sanity_sweep_reproduces_the_claim_and_the_check_can_fail(name, tables):
 @pytest.mark.parametrize("name", grouped(NAMES))
 def test_check_fails_on_shuffled_outcomes(name, tables):
     _, table = tables(name)
-    passed = [seed for seed in range(SHUFFLES) if claim_holds(name, shuffled(table, OUTCOMES, seed))]
+    passed = shuffles_accepted(name, table, OUTCOMES, SHUFFLES)
     assert passed == [], f"{name}: the check accepts shuffled outcomes (shuffle seeds {passed})"
 
 
@@ -77,13 +77,7 @@ def test_overoptimization_fails_when_the_oracle_has_no_repetition_penalty(monkey
 
 @pytest.mark.fault
 def test_overoptimization_fails_when_the_proxy_is_evaluated_as_the_oracle(monkeypatch, tmp_path):
-    from sim.agents.base import AgentContext
-
-    def evaluate(self, policy):  # the wrong reward evaluated: the curve's oracle is the proxy
-        ev = self.world.evaluate(policy, {"proxy": self.proxy})
-        return {"oracle_return": ev["proxy"], "proxy_return": ev["proxy"], "kl_to_reference": ev["kl_to_reference"]}
-
-    monkeypatch.setattr(AgentContext, "evaluate", evaluate)
+    evaluate_the_proxy_as_the_oracle(monkeypatch)
     held, table = sanity("overoptimization", tmp_path)
     assert np.allclose(table["oracle_return"], table["proxy_return"]) and not held
 
