@@ -4,7 +4,10 @@ For each experiment: run its sweep (``+experiment=<name> scale=<scale>``) into
 ``results/sweeps/<name>/<scale>/`` (re-running skips finished jobs), collect the table, draw the figure into
 ``results/figures/<name>.png`` and ``.pdf`` (``results/figures/sanity/`` at sanity scale) and, with ``--check``,
 assert the experiment's claim. ``make figures`` = all at paper scale; ``make sanity`` = all at sanity scale
-with checks (what CI runs).
+with checks (what CI runs). At paper scale each sweep goes through the contract command line (hydra's launcher, jobs
+in parallel); at sanity scale it runs in this process by default (``--runner here``: the same jobs, run directories and
+files, composed once per distinct choice of config groups, without hydra's per-job set-up, which is most of a small
+sweep's time), several experiments side by side in forked worker processes.
 """
 
 from __future__ import annotations
@@ -68,9 +71,9 @@ def run_sweep_here(name: str, scale: str, results: Path = RESULTS) -> int:
     """
     from hydra import compose, initialize_config_dir
 
-    from experiments.callbacks import sweep_jobs
+    from experiments.callbacks import config_groups, job_config, sweep_jobs
     from experiments.config import validate_object
-    from experiments.io import write_text
+    from experiments.io import read_metrics, write_text
     from experiments.run import execute, write_outputs
     from hydra_plugins.rmsim_sweeper.resuming_sweeper import job_subdir
 
@@ -80,12 +83,14 @@ def run_sweep_here(name: str, scale: str, results: Path = RESULTS) -> int:
         overrides = [f"+experiment={name}", f"scale={scale}"]
         cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
         od = cfg.hydra.job.config.override_dirname
+        cache, groups = {}, config_groups()  # one composition per distinct choice of config groups
         for job in sweep_jobs(cfg):
             task = [o for o in job if not o.lstrip("+~").startswith("hydra.")]
             out = root / job_subdir(job, list(od.exclude_keys), od.item_sep, od.kv_sep, cfg.seed)
-            if (out / "metrics.json").is_file():
+            if isinstance(read_metrics(out / "metrics.json"), dict):
                 continue
-            config = validate_object(compose(config_name="config", overrides=task))
+            composed = job_config("config", task, cache, groups)
+            config = validate_object(composed, task)
             if isinstance(config, str):
                 raise RuntimeError(f"the sweep of {name} has an invalid job ({' '.join(task)}): {config}")
             write_text(out / ".hydra" / "overrides.yaml", "".join(f"- {o}\n" for o in task))
@@ -168,25 +173,36 @@ def reproduce(
     return ok
 
 
-def _side_by_side(names: list[str], args, jobs: int, parallel: int) -> list[str]:
-    """Each experiment in its own ``python -m experiments.figures <name>`` process, ``parallel`` at a time (the sanity
-    sweeps are small and sequential: two of them keep two cores busy); each one's report is printed when it ends.
-    Returns the experiments whose claim failed (or whose process failed)."""
-    import subprocess
-    from concurrent.futures import ThreadPoolExecutor
+def _one_report(name: str, args, jobs: int) -> tuple[str, bool, str]:
+    """Reproduce one experiment with its report captured (what :func:`_side_by_side` runs in a worker process)."""
+    import contextlib
+    import io
+    import traceback
 
-    def one(name: str) -> tuple[str, int, str]:
-        cmd = [sys.executable, "-m", "experiments.figures", name, "--scale", args.scale, "--jobs", str(jobs),
-               "--parallel", "1", "--results", args.results, *(["--check"] if args.check else []),
-               *(["--no-run"] if args.no_run else [])]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        return name, proc.returncode, proc.stdout + proc.stderr
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        try:
+            here = args.runner == "here"
+            ok = reproduce(name, args.scale, args.check, jobs, not args.no_run, Path(args.results), here)
+        except Exception:  # noqa: BLE001  (one experiment's failure is reported with the others)
+            traceback.print_exc()
+            ok = False
+    return name, ok, buf.getvalue()
+
+
+def _side_by_side(names: list[str], args, jobs: int, parallel: int) -> list[str]:
+    """The experiments ``parallel`` at a time, each in a worker process forked from this one (the imports are paid
+    once; the sanity sweeps are small and sequential: two of them keep two cores busy); each one's report is printed
+    when it ends, in order. Returns the experiments whose claim failed (or whose run raised)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     failed = []
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        for name, code, out in pool.map(one, names):
+    context = multiprocessing.get_context("fork")  # the workers inherit the imported modules
+    with ProcessPoolExecutor(max_workers=parallel, mp_context=context) as pool:
+        for name, ok, out in pool.map(_one_report, names, [args] * len(names), [jobs] * len(names)):
             print(out, end="", flush=True)
-            if code != 0:
+            if not ok:
                 failed.append(name)
     return failed
 
@@ -205,6 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="experiments run side by side, each in its own process (default: all cores at sanity, 1 at paper)",
     )
+    parser.add_argument(
+        "--runner",
+        choices=("cli", "here"),
+        default=None,
+        help="run each sweep through the command line (hydra's launcher; --jobs in parallel) or in this process (the "
+        "same jobs, directories and files, without hydra's per-job set-up); default: here at sanity, cli at paper",
+    )
     parser.add_argument("--no-run", action="store_true", help="draw from the existing sweep results only")
     parser.add_argument("--results", default=str(RESULTS), help="results root (default: results)")
     args = parser.parse_args(argv)
@@ -214,11 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown experiment(s) {unknown}; choose from {list(catalog.NAMES)} or 'all'")
     jobs = args.jobs or ((os.cpu_count() or 1) if args.scale == "paper" else 1)
     parallel = args.parallel or (1 if args.scale == "paper" else (os.cpu_count() or 1))
+    args.runner = args.runner or ("cli" if args.scale == "paper" else "here")
     if parallel > 1 and len(names) > 1:
         failed = _side_by_side(names, args, jobs, parallel)
     else:
         run = not args.no_run
-        failed = [n for n in names if not reproduce(n, args.scale, args.check, jobs, run, Path(args.results))]
+        here = args.runner == "here"
+        failed = [n for n in names if not reproduce(n, args.scale, args.check, jobs, run, Path(args.results), here)]
     if failed:
         print(f"rmsim: claims failed: {failed}", file=sys.stderr)
         return 1

@@ -97,3 +97,23 @@ def test_experiments_side_by_side_each_report_and_their_failures_count(tmp_path,
     assert figures.main([*argv, "--parallel", "2"]) == 1
     out = capsys.readouterr().out
     assert "label_noise (sanity)" in out and "feedback_budget (sanity)" in out
+
+
+def test_the_sweeper_leaves_job_validation_to_rmsims_callback_only_when_it_is_configured(monkeypatch):
+    """Hydra's per-batch check composes every job once more (half of a small sweep's time): rmsim's sweeper skips it
+    when :class:`experiments.callbacks.SweepCallback` (which validated every job up front) is configured, and runs it
+    otherwise."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    from hydra_plugins.rmsim_sweeper.resuming_sweeper import ResumingSweeper
+
+    calls = []
+    monkeypatch.setattr(BasicSweeper, "validate_batch_is_legal", lambda self, batch: calls.append(batch))
+    sweeper = ResumingSweeper()
+    callback = {"sweep": {"_target_": "experiments.callbacks.SweepCallback"}}
+    sweeper.config = OmegaConf.create({"hydra": {"callbacks": callback}})
+    sweeper.validate_batch_is_legal([["seed=0"]])
+    assert calls == []
+    sweeper.config = OmegaConf.create({"hydra": {"callbacks": {}}})
+    sweeper.validate_batch_is_legal([["seed=1"]])
+    assert calls == [[["seed=1"]]]
