@@ -361,6 +361,10 @@ class RewardModelConfig:
     model (ensemble 0 or 1) every objective is the model itself."""
     uwo_lambda: float = 1.0
     """The weight of the members' variance (in standardised units) in objective=uwo."""
+    dim: int = 0
+    """The capacity of a linear model: its number of parameters d. 0 (or any d >= D) keeps one parameter per feature
+    (D, the templates' dimension); 1 <= d < D hashes the D features into d buckets with random signs (the hashing
+    trick; the hash is fixed per (D, d), the same in every run), so a smaller d is a coarser model class."""
 
     def __post_init__(self) -> None:
         _check(self.name in ("tabular", "linear"), "reward_model.name", self.name, "one of ['tabular', 'linear']")
@@ -368,6 +372,9 @@ class RewardModelConfig:
         _check(self.objective == "mean" or self.pessimism == 0, "reward_model.pessimism", self.pessimism,
                "0 with objective wco or uwo (each is a conservative objective of its own)")  # fmt: skip
         _check(_finite(self.uwo_lambda) and self.uwo_lambda >= 0, "reward_model.uwo_lambda", self.uwo_lambda, ">= 0")
+        _check(self.dim >= 0, "reward_model.dim", self.dim, "an integer >= 0 (0 = one parameter per feature)")
+        _check(self.dim == 0 or self.name == "linear", "reward_model.dim", self.dim,
+               "0 with reward_model.name=tabular (a hashed capacity is a linear model's)")  # fmt: skip
         # s and sigma enter the fits as 1/s^2 and 1/sigma^2: 1e-300 squares to 0 (ZeroDivisionError) and 1e300 to
         # an overflow. Within [1e-6, 1e6] both stay far from either limit (and from a singular ridge system).
         _check(

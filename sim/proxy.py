@@ -110,6 +110,7 @@ def fit(cfg: Config, world, data: FeedbackData, rng: np.random.Generator) -> Rew
         rmc.ranking_likelihood,
         rmc.objective,
         rmc.uwo_lambda,
+        rmc.dim,
     )
 
 

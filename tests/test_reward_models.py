@@ -399,3 +399,84 @@ def test_fit_by_feedback_kind_validates():
         )
     with pytest.raises(ConfigError, match="reward_model.ranking_likelihood"):
         RewardModelConfig(ranking_likelihood="borda")
+
+
+def test_feature_hash_gives_each_feature_one_signed_bucket_fixed_per_shape():
+    from sim.reward_models.model import feature_hash
+
+    P = feature_hash(500, 16)
+    assert P.shape == (500, 16)
+    assert np.array_equal(np.diff(P.indptr), np.ones(500))  # one entry per feature row
+    assert set(np.unique(P.data)) == {-1.0, 1.0}
+    assert (feature_hash(500, 16) != P).nnz == 0  # the same model class in every run
+    assert (feature_hash(500, 17)[:, :16] != P).nnz > 0
+    counts = np.bincount(P.indices, minlength=16)
+    assert counts.min() > 10 and counts.max() < 60  # ~31 per bucket: every bucket used
+    signs = P.data.mean()
+    assert abs(signs) < 0.15  # balanced signs (500 fair draws: sd 0.045)
+
+
+def test_hashed_capacity_fits_in_d_parameters_and_pays_their_predictions():
+    """``reward_model.dim = d < D``: the MAP fit on the hashed design ``X P``; the model reports ``P theta_d`` over the
+    features, and the dense reward it pays (in the world's own form) is the hashed model's prediction. ``d >= D`` is
+    the unhashed model, bit for bit."""
+    from sim.reward_models.model import feature_hash, map_fit
+
+    m, o = _world(2, 4, 3, 0)
+    data = _rlhf_data(m, o, 2000, rationality=3.0)
+    every = m.all_sequences()
+    full = fit_reward_model(m, data, "linear")
+    D = full.features.dim
+    assert D == 4 + 3 * 4 + 5 * 4 + 2 * 4
+    for d in (D, 10 * D):
+        assert np.array_equal(fit_reward_model(m, data, "linear", dim=d).theta, full.theta)
+    d = 8
+    rm = fit_reward_model(m, data, "linear", dim=d)
+    P = feature_hash(D, d)
+    X = design(m, "linear", full.features, data.pool) @ P
+    theta_d = map_fit(X, data, 1.0)
+    np.testing.assert_allclose(rm.theta, P @ theta_d, atol=1e-7)
+    X_all = design(m, "linear", full.features, every) @ P
+    np.testing.assert_allclose(m.sequence_returns(rm.reward, every), X_all @ theta_d, atol=1e-6)
+    np.testing.assert_allclose(rm.predict(every), X_all @ theta_d, atol=1e-6)
+    # a coarser class orders held-out pairs worse: 2 parameters cannot hold 44 features' worth of oracle
+    rng = np.random.default_rng(5)
+    pool, pairs = sample_items(m.sequence_source(m.ref), np.arange(2), 4000, 2, rng)
+    true = m.sequence_returns(o.reward, pool)
+    acc = {d: preference_accuracy(fit_reward_model(m, data, "linear", dim=d).predict(pool), true, pairs)
+           for d in (2, 0)}  # fmt: skip
+    assert acc[0] > acc[2] + 0.05, acc
+
+
+def test_hashed_laplace_pessimism_uses_the_posterior_over_the_d_parameters():
+    from sim.reward_models.fit import bt_hessian
+    from sim.reward_models.model import feature_hash, map_fit
+
+    m, o = _world(2, 4, 3, 1)
+    data = _rlhf_data(m, o, 600, rationality=2.0)
+    every = m.all_sequences()
+    rm = fit_reward_model(m, data, "linear", dim=8, pessimism=1.5)
+    F = FeatureMap(m, ("unigram", "position", "bigram", "prompt"))
+    P = feature_hash(F.dim, 8)
+    X = (design(m, "linear", F, data.pool) @ P).toarray()
+    theta_d = map_fit(sparse.csr_matrix(X), data, 1.0)
+    cov = np.linalg.inv(bt_hessian(theta_d, X[data.items[:, 0]] - X[data.items[:, 1]], 1.0))
+    assert rm.covariance.shape == (8, 8)
+    np.testing.assert_allclose(rm.covariance, cov, rtol=1e-5, atol=1e-8)
+    X_all = (design(m, "linear", F, every) @ P).toarray()
+    lcb = X_all @ theta_d - 1.5 * np.sqrt(np.einsum("ij,jk,ik->i", X_all, cov, X_all))
+    np.testing.assert_allclose(m.sequence_returns(rm.reward, every), lcb, atol=1e-5)
+
+
+def test_hashed_capacity_on_a_compressed_world_and_its_config_errors():
+    w = MarkovWorld(2, 4, 4, True)
+    w.ref = make_reference(w, "bigram", np.random.default_rng(0))
+    o = make_oracle(w, "linear", seed=1)
+    data = _rlhf_data(w, o, 1500, rationality=2.0)
+    rm = fit_reward_model(w, data, "linear", dim=12)
+    pool, _ = sample_items(w.sequence_source(w.ref), np.arange(2), 500, 2, np.random.default_rng(1))
+    np.testing.assert_allclose(w.sequence_returns(rm.reward, pool), rm.predict(pool), atol=1e-9)
+    for bad in ({"dim": -1}, {"name": "tabular", "dim": 4}):
+        with pytest.raises(ConfigError) as e:
+            RewardModelConfig(**bad)
+        assert e.value.field == "reward_model.dim"

@@ -114,6 +114,16 @@ def design(world, name: str, features: FeatureMap | None, seqs) -> sparse.csr_ma
     raise ConfigError("reward_model.name", name, "one of ['tabular', 'linear']")
 
 
+def feature_hash(D: int, d: int) -> sparse.csr_matrix:
+    """The (D, d) signed hashing matrix of a capacity-``d`` linear model over ``D`` features: row ``j`` has one entry,
+    ``s_j`` in {-1, +1} in column ``h_j``, both drawn once from a generator seeded by ``(D, d)`` (a fixed model class,
+    the same in every run). The model's design is ``X @ P`` and its parameters over the features ``P @ theta``."""
+    rng = np.random.default_rng([D, d])
+    cols = rng.integers(0, d, size=D)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=D)
+    return sparse.csr_matrix((signs, (np.arange(D), cols)), shape=(D, d))
+
+
 def map_fit(X, data: FeedbackData, prior_scale: float, rating_sigma: float = 1.0, tol: float = 1e-6) -> np.ndarray:
     """MAP parameters of a model with design ``X`` (rows of ``data.pool``) on ``data``."""
     if data.kind == "preferences":
@@ -183,6 +193,7 @@ def fit_reward_model(
     ranking_likelihood: str = "plackett_luce",
     objective: str = "mean",
     uwo_lambda: float = 1.0,
+    dim: int = 0,
 ) -> RewardModel:
     """Fit a reward model by MAP (and optionally a bootstrap ensemble) and turn it into a reward.
 
@@ -197,6 +208,9 @@ def fit_reward_model(
             resamples whole rankings).
         objective: how an ensemble's members are combined (:func:`combine`): ``mean``, ``wco`` or ``uwo``.
         uwo_lambda: the weight of the members' variance in ``uwo``.
+        dim: a linear model's number of parameters ``d``: with ``0 < d < D`` the features are hashed into ``d``
+            signed buckets (:func:`feature_hash`) and fitted there; ``theta`` and ``members`` are reported over the
+            ``D`` features (``P @ theta_d``), ``covariance`` over the ``d`` parameters. 0 or ``d >= D``: no hashing.
     """
     if objective not in OBJECTIVES:
         raise ConfigError("reward_model.objective", objective, f"one of {list(OBJECTIVES)}")
@@ -205,6 +219,9 @@ def fit_reward_model(
         raise ConfigError("reward_model.ranking_likelihood", ranking_likelihood, f"one of {list(RANKING_LIKELIHOODS)}")
     features = FeatureMap(world, templates, field="reward_model.templates") if name == "linear" else None
     X = design(world, name, features, data.pool)
+    P = feature_hash(features.dim, dim) if features is not None and 0 < dim < features.dim else None
+    if P is not None:
+        X = (X @ P).tocsr()
     split = data.kind == "rankings" and ranking_likelihood == "pairs"
 
     def prepared(d: FeedbackData) -> FeedbackData:
@@ -220,6 +237,10 @@ def fit_reward_model(
     else:
         theta = map_fit(X, prepared(data), prior_scale, rating_sigma, tol)
         members = [theta]
+    reduced = members
+    if P is not None:  # the hashed model as parameters over the features: the same predictions, the world's own form
+        members = [P @ m for m in members]
+        theta = np.mean(members, axis=0) if ensemble >= 2 else members[0]
     model = RewardModel(name=name, world=world, theta=theta, members=members, features=features)
     if pessimism == 0 and objective == "mean" and features is not None:
         model.reward = features.reward(theta)
@@ -229,7 +250,7 @@ def fit_reward_model(
     preds = np.stack([X_all @ t for t in members])
     mean = preds.mean(axis=0) if ensemble >= 2 else preds[0]
     if objective != "mean":
-        mean = combine(preds, np.stack([X @ t for t in members]), objective, uwo_lambda)
+        mean = combine(preds, np.stack([X @ t for t in reduced]), objective, uwo_lambda)
     returns = mean
     if pessimism > 0:
         if ensemble >= 2:
@@ -237,8 +258,9 @@ def fit_reward_model(
         elif name == "tabular":
             std = tabular_laplace_std(world, prepared(data), theta, prior_scale, rating_sigma)
         else:
-            model.covariance = cov = laplace_covariance(X, prepared(data), theta, prior_scale, rating_sigma)
-            std = np.sqrt(np.maximum(np.asarray(X_all.multiply(X_all @ cov).sum(axis=1)).ravel(), 0.0))
+            model.covariance = cov = laplace_covariance(X, prepared(data), reduced[0], prior_scale, rating_sigma)
+            X_fit = X_all if P is None else (X_all @ P).tocsr()
+            std = np.sqrt(np.maximum(np.asarray(X_fit.multiply(X_fit @ cov).sum(axis=1)).ravel(), 0.0))
         returns = mean - pessimism * std
     model.reward = world.sequence_reward(every, returns)
     return model
