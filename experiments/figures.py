@@ -70,6 +70,7 @@ def run_sweep_here(name: str, scale: str, results: Path = RESULTS) -> int:
         The number of jobs run.
     """
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
     from experiments.callbacks import config_groups, job_config, sweep_jobs
     from experiments.config import validate_object
@@ -94,6 +95,7 @@ def run_sweep_here(name: str, scale: str, results: Path = RESULTS) -> int:
             if isinstance(config, str):
                 raise RuntimeError(f"the sweep of {name} has an invalid job ({' '.join(task)}): {config}")
             write_text(out / ".hydra" / "overrides.yaml", "".join(f"- {o}\n" for o in task))
+            write_text(out / ".hydra" / "config.yaml", OmegaConf.to_yaml(composed))  # the contract: as hydra writes it
             write_outputs(out, config, execute(config))
             ran += 1
     return ran

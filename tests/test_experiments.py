@@ -117,3 +117,39 @@ def test_the_sweeper_leaves_job_validation_to_rmsims_callback_only_when_it_is_co
     sweeper.config = OmegaConf.create({"hydra": {"callbacks": {}}})
     sweeper.validate_batch_is_legal([["seed=1"]])
     assert calls == [[["seed=1"]]]
+
+
+def test_a_sweep_run_in_process_leaves_what_the_command_line_leaves(tmp_path):
+    """``make sanity`` runs its sweeps in process (``--runner here``): the same run directories, the same
+    ``.hydra/config.yaml`` and ``overrides.yaml``, and the same metrics and curves (all but the wall time) as the
+    contract command line."""
+    import json
+    import subprocess
+    import sys
+
+    from experiments.figures import run_sweep_here, sweep_dir
+
+    name = "deterministic_preferences"
+    assert run_sweep_here(name, "sanity", tmp_path / "here") == 16
+    here = sweep_dir(name, "sanity", tmp_path / "here")
+    cli = tmp_path / "cli"
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.run",
+        "-m",
+        f"+experiment={name}",
+        "scale=sanity",
+        f"hydra.sweep.dir={cli}",
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    runs = sorted(p.name for p in here.iterdir() if p.is_dir())
+    assert runs == sorted(p.name for p in cli.iterdir() if p.is_dir() and "seed=" in p.name) and len(runs) == 16
+    for run in runs:
+        for f in (".hydra/config.yaml", ".hydra/overrides.yaml", "curve.csv"):
+            assert (here / run / f).exists() == (cli / run / f).exists()
+            if (here / run / f).exists():
+                assert (here / run / f).read_text() == (cli / run / f).read_text(), (run, f)
+        a, b = (json.loads((d / run / "metrics.json").read_text()) for d in (here, cli))
+        a.pop("wall_time_s"), b.pop("wall_time_s")
+        assert a == b, run
