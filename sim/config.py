@@ -145,9 +145,18 @@ class NoiseConfig:
     """Degrees of freedom of dist=student_t (> 0; a variance exists above 2, a mean above 1)."""
     alpha: float = 3.0
     """Tail index of dist=pareto, P(error > x) ~ x^-alpha (> 0; a variance exists above 2, a mean above 1)."""
+    unit: str = "sequence"
+    """What one persistent error (mode=fixed) belongs to: sequence (one per complete sequence, paid on its last token;
+    worlds that can list their sequences) or token (one per state and token of the world, paid with that token: on a
+    compressed world a state is (prompt, position, last token), so the proxy stays Markov and exact; a sequence's
+    error is the sum of its tokens')."""
 
     def __post_init__(self) -> None:
         _check(_finite(self.sigma) and self.sigma >= 0, "corruption.noise.sigma", self.sigma, "a finite number >= 0")
+        _check(self.unit in ("sequence", "token"), "corruption.noise.unit", self.unit, "sequence or token")
+        _check(self.unit == "sequence" or self.mode == "fixed", "corruption.noise.unit", self.unit,
+               "sequence with corruption.noise.mode=delivery (delivered noise is fresh on every token anyway; "
+               "unit=token is a persistent error: set corruption.noise.mode=fixed)")  # fmt: skip
         _check(self.levels == 0 or self.levels >= 2, "corruption.noise.levels", self.levels, "0 (off) or >= 2")
         _check(0 <= self.drop < 1, "corruption.noise.drop", self.drop, "in [0, 1)")
         _check(self.mode in ("delivery", "fixed"), "corruption.noise.mode", self.mode, "delivery or fixed")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sim.config import Config, CorruptionConfig, EnvConfig, NoiseConfig
+from sim.config import Config, CorruptionConfig, EnvConfig, NoiseConfig, OracleConfig
 from sim.corruption import build_channel, misspec
 from sim.corruption.noise import GAUSSIAN_IQR, error_law, fixed_errors
 from sim.errors import ConfigError
@@ -115,6 +115,8 @@ def test_heavy_tails_are_seeded_and_heavier_than_the_gaussian():
         ({"dist": "student_t", "mode": "fixed", "df": float("inf")}, "corruption.noise.df", "> 0"),
         ({"dist": "pareto", "mode": "fixed", "alpha": -1.0}, "corruption.noise.alpha", "> 0"),
         ({"dist": "pareto", "mode": "fixed", "alpha": float("nan")}, "corruption.noise.alpha", "> 0"),
+        ({"unit": "prompt", "mode": "fixed"}, "corruption.noise.unit", "sequence or token"),
+        ({"unit": "token"}, "corruption.noise.unit", "corruption.noise.mode=fixed"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(noise, key, allowed):
@@ -123,8 +125,9 @@ def test_bad_values_are_refused_naming_the_key(noise, key, allowed):
     assert key in str(e.value) and allowed in str(e.value)
 
 
-def test_compressed_worlds_refuse_a_persistent_error_naming_why():
-    """A fixed draw per complete sequence is not Markov: a compressed world refuses it, heavy-tailed or not."""
+def test_compressed_worlds_refuse_a_persistent_error_per_sequence_naming_why():
+    """A fixed draw per complete sequence is not Markov: a compressed world refuses it, heavy-tailed or not, and
+    names the alternative (one error per state and token)."""
     cfg = Config(
         env=EnvConfig(compressed=True),
         corruption=CorruptionConfig(noise=NoiseConfig(sigma=1.0, mode="fixed", dist="student_t", df=2.0)),
@@ -132,3 +135,66 @@ def test_compressed_worlds_refuse_a_persistent_error_naming_why():
     with pytest.raises(ConfigError) as e:
         check(cfg)
     assert "corruption.noise.mode" in str(e.value) and "complete sequence" in str(e.value)
+    assert "corruption.noise.unit=token" in str(e.value)
+    cfg.corruption.noise.unit = "token"
+    check(cfg)  # accepted: Markov
+    cfg.corruption.noise.drop = 0.1
+    with pytest.raises(ConfigError) as e:
+        check(cfg)
+    assert e.value.field == "corruption.noise.drop"
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_token_error_is_one_persistent_draw_per_state_and_token_on_either_world(compressed):
+    """``unit=token``: the proxy is the oracle plus one fixed draw per (state, token) of the world (an (S, A) table
+    from the corruption stream, every entry), the same for the same seed; on a compressed world a state is (prompt,
+    position, last token), so the proxy's returns along sampled sequences are the oracle's plus the sum of the
+    table's entries along them, exactly."""
+    from sim.build import build_setup
+
+    env = EnvConfig(n_prompts=2, vocab_size=5, horizon=4, eos=False, compressed=compressed)
+    noise = NoiseConfig(sigma=0.7, mode="fixed", unit="token", dist="student_t", df=3.0)
+    setup = build_setup(env, OracleConfig(), CorruptionConfig(noise=noise), seed=3)
+    w = setup.world
+    diff = w.table(setup.channel.expected()) - w.table(setup.oracle.reward)
+    assert diff.shape == (w.n_states, w.n_actions) and np.all(diff != 0)
+    again = build_setup(env, OracleConfig(), CorruptionConfig(noise=noise), seed=3)
+    assert np.array_equal(w.table(again.channel.expected()), w.table(setup.channel.expected()))
+    other = build_setup(env, OracleConfig(), CorruptionConfig(noise=noise), seed=4)
+    assert not np.array_equal(w.table(other.channel.expected()), w.table(setup.channel.expected()))
+    rng = np.random.default_rng(0)
+    seqs = w.sequence_source(w.ref).draw(rng.integers(0, 2, 300), rng)
+    states, actions, mask = w.paths(seqs)
+    proxy = w.sequence_returns(setup.channel.expected(), seqs)
+    oracle = w.sequence_returns(setup.oracle.reward, seqs)
+    assert np.abs(proxy - oracle).max() > 0.5  # errors of scale 0.7 per token, 4 tokens
+    assert mask.all()  # no EOS: every sequence has H tokens
+    np.testing.assert_allclose(proxy - oracle, diff[states, actions].sum(axis=1), atol=1e-12)
+
+
+def test_catastrophic_goodhart_on_a_compressed_world_with_token_errors():
+    """Kwa et al.'s contrast where sequences cannot be listed (V = 60, H = 8, uniform pi_ref, no EOS): along the exact
+    soft-optimum path, at about 4 nats, gaussian token errors (sd 1 per token) keep an oracle gain that Cauchy ones
+    (the same interquartile range) do not, while the Cauchy proxy climbs far higher. Four seeds each."""
+    from sim.build import build_setup
+
+    env = EnvConfig(n_prompts=1, vocab_size=60, horizon=8, eos=False, reference="uniform", compressed=True)
+    gain = {}
+    for dist in ("gaussian", "student_t"):
+        out = []
+        for seed in range(4):
+            noise = NoiseConfig(sigma=1.0, mode="fixed", unit="token", dist=dist, df=1.0)
+            setup = build_setup(env, OracleConfig(), CorruptionConfig(noise=noise), seed=seed)
+            w, oracle, proxy = setup.world, setup.oracle.reward, setup.channel.expected()
+            ref = w.evaluate(w.ref, {"o": oracle, "p": proxy})
+            best = w.evaluate(w.soft_policy(oracle, 1e-6), {"o": oracle})["o"]
+            betas = np.geomspace(100.0, 0.01, 41)
+            evals = [w.evaluate(w.soft_policy(proxy, b), {"o": oracle, "p": proxy}) for b in betas]
+            k = int(np.argmin([abs(e["kl_to_reference"] - 4.0) for e in evals]))
+            e = evals[k]
+            out.append(((e["o"] - ref["o"]) / (best - ref["o"]), e["p"] - ref["p"]))
+        gain[dist] = np.array(out)
+    light, heavy = gain["gaussian"], gain["student_t"]
+    # measured: gaussian 0.28-0.33 of the attainable gain, Cauchy -0.13 to 0.19 (mean 0.02), proxy gain ~800x
+    assert light[:, 0].min() > heavy[:, 0].max() and light[:, 0].mean() > 0.2 > 0.1 > heavy[:, 0].mean(), gain
+    assert heavy[:, 1].mean() > 10 * light[:, 1].mean(), gain

@@ -8,7 +8,8 @@ The corruption pipeline, in a fixed order, each module the identity at zero stre
    every ``k`` tokens and at the episode end (``terminal``: ``k = H``);
 3. **noise** (``sigma``, then ``levels``, then ``drop``) on each payment: fresh on every delivery
    (``mode=delivery``) or drawn once and kept (``mode=fixed``: a persistent error per complete sequence, like a
-   reward model's; worlds that can list their sequences);
+   reward model's, on worlds that can list their sequences; or with ``unit=token`` one per state and token, paid with
+   that token, which a compressed world keeps Markov and exact);
 4. **budget** (``p``): only a fraction ``p`` of episodes carry any reward.
 
 A learner keeps a ``pending`` amount per episode and calls :meth:`Channel.pay` once per step.
@@ -174,7 +175,11 @@ def build_channel(
         quant = quantizer_for(clean, nz.levels)
     if nz.mode == "fixed" and nz.active:
         fixed_drop = None
-        if nz.sigma > 0:
+        if nz.sigma > 0 and nz.unit == "token":  # one error per (state, token): Markov on a compressed world too
+            shape = (world.n_states, world.n_actions)
+            noise = fixed_errors(rng, shape[0] * shape[1], nz.sigma, nz.dist, nz.df, nz.alpha).reshape(shape)
+            reward = world.table_reward(world.table(reward) + noise)  # a full table: no longer factored
+        elif nz.sigma > 0:
             s, a = world.terminal_transitions()
             noise = np.zeros((world.n_states, world.n_actions))
             noise[s, a] = fixed_errors(rng, s.size, nz.sigma, nz.dist, nz.df, nz.alpha)

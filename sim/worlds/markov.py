@@ -93,8 +93,12 @@ class MarkovWorld(World):
             check_bigram_size(e.vocab_size, key, value)
         cls.check_template_names(cfg.oracle.templates, "oracle.templates")
         cls.check_template_names(agent_templates, "agent.templates")
-        check(c.noise.mode == "delivery" or not c.noise.active, "corruption.noise.mode", c.noise.mode,
-              f"delivery {WHY} (a fixed draw per complete sequence needs the sequences listed)")  # fmt: skip
+        token = c.noise.unit == "token"  # a fixed error per (state, token): Markov in (prompt, position, last token)
+        check(c.noise.mode == "delivery" or not c.noise.active or token, "corruption.noise.mode", c.noise.mode,
+              f"delivery {WHY}, or fixed with corruption.noise.unit=token (a fixed draw per complete sequence needs "
+              "the sequences listed)")  # fmt: skip
+        check(c.noise.mode == "delivery" or c.noise.drop == 0, "corruption.noise.drop", c.noise.drop,
+              f"0 with corruption.noise.mode=fixed {WHY} (a fixed mask of dropped payments is not built)")  # fmt: skip
         check(c.noise.levels == 0, "corruption.noise.levels", c.noise.levels, f"0 {WHY} (the Likert scale spans the "
               "range of every payment, which needs the sequences listed)")  # fmt: skip
         check(not c.misspec.project_to, "corruption.misspec.project_to", c.misspec.project_to,
