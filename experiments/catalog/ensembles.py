@@ -4,15 +4,15 @@ With 25% of the labels flipped, a linear reward model is fitted to 300 preferenc
 (token quality minus a repetition penalty no linear model represents). A single MAP model is compared with
 bootstrap ensembles of five, combined by their mean, their worst member (``wco``) or their mean minus the members'
 variance (``uwo``), each member standardised on the labelled sequences. Pressure grows along the soft planner's
-beta path and with best-of-n's n; every point is exact. Per seed, the *peak* is the highest oracle gain over
-pi_ref along the path and the *drop* the oracle gain lost from the peak to the path's end, both as fractions of the
-attainable gain (optimal - reference).
+beta path, with best-of-n's n and (paper scale) along PPO's training; every point is evaluated exactly. Per seed,
+the *peak* is the highest oracle gain over pi_ref along the path and the *drop* the oracle gain lost from the peak
+to the path's end, both as fractions of the attainable gain (optimal - reference).
 
-Tested: WCO and UWO reach a higher peak than the single model (Wilcoxon signed-rank over seeds, p < 0.01, median
-improvement >= 0.05 of the attainable gain). Measured, not tested: the ensemble mean is no better than the single
-model, and no objective removes the drop at the end of the path (the repetition penalty is every member's blind
-spot, so conservatism over members cannot see it). With one model every objective is the model itself (by
-construction).
+Tested, for each optimiser in the table: WCO and UWO reach a higher peak than the single model (Wilcoxon
+signed-rank over seeds, p < 0.01, median improvement >= 0.05 of the attainable gain). Measured, not tested: the
+ensemble mean is no better than the single model, and no objective removes the drop at the end of the path (the
+repetition penalty is every member's blind spot, so conservatism over members cannot see it). With one model every
+objective is the model itself (by construction).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ CLAIM = (
 ALPHA = 0.01
 MIN_GAIN = 0.05
 VARIANTS = {"single": "single model", "mean": "ensemble mean", "wco": "worst case (WCO)", "uwo": "UWO (lambda = 1)"}
-AGENTS = {"soft_planner": "soft planner (beta path)", "best_of_n": "best-of-n (n path)"}
+AGENTS = {"soft_planner": "soft planner (beta path)", "best_of_n": "best-of-n (n path)", "ppo": "PPO (training)"}
 
 
 def variants(table: pd.DataFrame) -> pd.DataFrame:
@@ -104,7 +104,7 @@ def plot(table, ax=None):
         for j, agent in enumerate(agents):
             w = s[s["agent"] == agent].pivot_table(index="seed", columns="variant", values="peak")
             if variant in w and "single" in w:
-                last.scatter(w["single"], w[variant], s=14, color=f"C{i}", marker="os"[j % 2],
+                last.scatter(w["single"], w[variant], s=14, color=f"C{i}", marker="os^"[j % 3],
                              label=f"{VARIANTS[variant]}, {agent}")  # fmt: skip
     lim = [s["peak"].min() - 0.02, s["peak"].max() + 0.02] if len(s) else [0, 1]
     last.plot(lim, lim, "k:", lw=0.8, label="no change")
