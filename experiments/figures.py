@@ -4,10 +4,10 @@ For each experiment: run its sweep (``+experiment=<name> scale=<scale>``) into
 ``results/sweeps/<name>/<scale>/`` (re-running skips finished jobs), collect the table, draw the figure into
 ``results/figures/<name>.png`` and ``.pdf`` (``results/figures/sanity/`` at sanity scale) and, with ``--check``,
 assert the experiment's claim. ``make figures`` = all at paper scale; ``make sanity`` = all at sanity scale
-with checks (what CI runs). At paper scale each sweep goes through the contract command line (hydra's launcher, jobs
-in parallel); at sanity scale it runs in this process by default (``--runner here``: the same jobs, run directories and
-files, composed once per distinct choice of config groups, without hydra's per-job set-up, which is most of a small
-sweep's time), several experiments side by side in forked worker processes.
+with checks (what CI runs). By default a sweep runs here (``--runner here``: the same jobs, run directories and files
+as the contract command line, composed once per distinct choice of config groups, without hydra's per-job set-up,
+which is most of a small sweep's time), its jobs in ``--jobs`` forked workers at paper scale; at sanity scale several
+experiments run side by side instead. ``--runner cli`` sends each sweep through ``python -m experiments.run -m``.
 """
 
 from __future__ import annotations
@@ -62,24 +62,44 @@ def run_sweep(name: str, scale: str, jobs: int, results: Path = RESULTS) -> None
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def run_sweep_here(name: str, scale: str, results: Path = RESULTS) -> int:
-    """Run (or resume) the experiment's sweep in this process: the same jobs, directories and files as
-    :func:`run_sweep` (tests use it to run a sweep under a simulator fault injected with ``monkeypatch``).
+def _run_job(item) -> None:
+    """One job of :func:`run_sweep_here`: its hydra files, then the run's outputs (``metrics.json`` last)."""
+    from experiments.io import write_text
+    from experiments.run import execute, write_outputs
+
+    out, task, config_yaml, config = item
+    write_text(out / ".hydra" / "overrides.yaml", "".join(f"- {o}\n" for o in task))
+    write_text(out / ".hydra" / "config.yaml", config_yaml)  # the contract: as hydra writes it
+    write_outputs(out, config, execute(config))
+
+
+def run_sweep_here(name: str, scale: str, results: Path = RESULTS, jobs: int = 1) -> int:
+    """Run (or resume) the experiment's sweep without hydra's launcher: the same jobs, directories and files as
+    :func:`run_sweep` (tested equal), each job's config composed once per distinct choice of config groups and
+    validated before any job runs. Tests use it to run a sweep under a simulator fault injected with
+    ``monkeypatch``.
+
+    Args:
+        jobs: jobs run side by side, in worker processes forked from this one (1: in this process). A job's results
+            depend only on its config and seed, not on the worker.
 
     Returns:
         The number of jobs run.
+
+    Raises:
+        RuntimeError: a job's config is invalid (nothing run). A job that fails stops the sweep with its error; the
+            jobs finished before it keep their results, and re-running resumes.
     """
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from experiments.callbacks import config_groups, job_config, sweep_jobs
     from experiments.config import validate_object
-    from experiments.io import read_metrics, write_text
-    from experiments.run import execute, write_outputs
+    from experiments.io import read_metrics
     from hydra_plugins.rmsim_sweeper.resuming_sweeper import job_subdir
 
     root = sweep_dir(name, scale, results)
-    ran = 0
+    todo = []
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         overrides = [f"+experiment={name}", f"scale={scale}"]
         cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
@@ -94,11 +114,22 @@ def run_sweep_here(name: str, scale: str, results: Path = RESULTS) -> int:
             config = validate_object(composed, task)
             if isinstance(config, str):
                 raise RuntimeError(f"the sweep of {name} has an invalid job ({' '.join(task)}): {config}")
-            write_text(out / ".hydra" / "overrides.yaml", "".join(f"- {o}\n" for o in task))
-            write_text(out / ".hydra" / "config.yaml", OmegaConf.to_yaml(composed))  # the contract: as hydra writes it
-            write_outputs(out, config, execute(config))
-            ran += 1
-    return ran
+            todo.append((out, task, OmegaConf.to_yaml(composed), config))
+    if jobs <= 1 or len(todo) <= 1:
+        for item in todo:
+            _run_job(item)
+        return len(todo)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        done = pool.map(_run_job, todo)
+        for _ in tqdm(done, total=len(todo), desc=name, leave=False, disable=not sys.stderr.isatty()):
+            pass
+    return len(todo)
 
 
 def table_of(name: str, scale: str, results: Path = RESULTS):
@@ -155,7 +186,8 @@ def reproduce(
     t0 = time.perf_counter()
     print(f"{name} ({scale})", flush=True)
     if run and here:
-        print(f"  ran {run_sweep_here(name, scale, results)} jobs in this process", flush=True)
+        where = "in this process" if jobs <= 1 else f"in {jobs} worker processes"
+        print(f"  ran {run_sweep_here(name, scale, results, jobs)} jobs {where}", flush=True)
     elif run:
         run_sweep(name, scale, jobs, results)
     write_table(load_table(sweep_dir(name, scale, results)), sweep_dir(name, scale, results))
@@ -227,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         "--runner",
         choices=("cli", "here"),
         default=None,
-        help="run each sweep through the command line (hydra's launcher; --jobs in parallel) or in this process (the "
-        "same jobs, directories and files, without hydra's per-job set-up); default: here at sanity, cli at paper",
+        help="run each sweep through the command line (hydra's launcher) or here (the same jobs, directories and "
+        "files, without hydra's per-job set-up, which is most of a small sweep's time); --jobs in parallel either way "
+        "(default: here)",
     )
     parser.add_argument("--no-run", action="store_true", help="draw from the existing sweep results only")
     parser.add_argument("--results", default=str(RESULTS), help="results root (default: results)")
@@ -239,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown experiment(s) {unknown}; choose from {list(catalog.NAMES)} or 'all'")
     jobs = args.jobs or ((os.cpu_count() or 1) if args.scale == "paper" else 1)
     parallel = args.parallel or (1 if args.scale == "paper" else (os.cpu_count() or 1))
-    args.runner = args.runner or ("cli" if args.scale == "paper" else "here")
+    args.runner = args.runner or "here"
     if parallel > 1 and len(names) > 1:
         failed = _side_by_side(names, args, jobs, parallel)
     else:

@@ -120,9 +120,9 @@ def test_the_sweeper_leaves_job_validation_to_rmsims_callback_only_when_it_is_co
 
 
 def test_a_sweep_run_in_process_leaves_what_the_command_line_leaves(tmp_path):
-    """``make sanity`` runs its sweeps in process (``--runner here``): the same run directories, the same
-    ``.hydra/config.yaml`` and ``overrides.yaml``, and the same metrics and curves (all but the wall time) as the
-    contract command line."""
+    """``make sanity`` and ``make figures`` run sweeps without the CLI (``--runner here``, here in two forked
+    workers): the same run directories, the same ``.hydra/config.yaml`` and ``overrides.yaml``, and the same metrics
+    and curves (all but the wall time) as the contract command line."""
     import json
     import subprocess
     import sys
@@ -130,7 +130,7 @@ def test_a_sweep_run_in_process_leaves_what_the_command_line_leaves(tmp_path):
     from experiments.figures import run_sweep_here, sweep_dir
 
     name = "deterministic_preferences"
-    assert run_sweep_here(name, "sanity", tmp_path / "here") == 16
+    assert run_sweep_here(name, "sanity", tmp_path / "here", jobs=2) == 16  # two forked workers
     here = sweep_dir(name, "sanity", tmp_path / "here")
     cli = tmp_path / "cli"
     cmd = [
