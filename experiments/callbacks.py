@@ -78,6 +78,18 @@ def job_config(name: str, overrides: list[str], cache: dict, groups: set[str]) -
     return cfg
 
 
+def job_run_config(name: str, job: list[str], cache: dict, groups: set[str]):
+    """A job's validated run config (:class:`experiments.config.CLIConfig`), or why it is invalid (a string), from
+    its overrides (hydra's own among them are ignored); compositions are shared through ``cache``."""
+    from experiments.config import validate_object
+
+    task = _task_overrides(job)
+    try:
+        return validate_object(job_config(name, task, cache, groups), task)
+    except Exception as e:  # noqa: BLE001  (an override hydra or OmegaConf rejects)
+        return f"{' '.join(task)}: {e}"
+
+
 def validate_jobs(config: DictConfig) -> tuple[int, str | None]:
     """Validate every job's config (all of them, whatever their number).
 

@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from experiments.io import atomic_write, read_metrics
+from experiments.io import SUPERSEDED, atomic_write, read_metrics
 
 
 def _value(text: str) -> object:
@@ -134,8 +134,13 @@ def finished_runs(roots: list[Path]) -> list[tuple[Path, Path, dict]]:
     """``(run_dir, root, metrics)`` of every run with a valid ``metrics.json``; damaged ones are named and skipped."""
     out = []
     for root in roots:
-        # os.walk (not glob) also lists a dangling symlink, so that it is named; it follows no symlinked directory
-        found = [Path(d) / "metrics.json" for d, ds, fs in os.walk(root) if "metrics.json" in {*fs, *ds}]
+        # os.walk (not glob) also lists a dangling symlink, so that it is named; it follows no symlinked directory.
+        # A run's superseded/ holds the results of its config before a change: not runs of this sweep.
+        found = []
+        for d, ds, fs in os.walk(root):
+            ds[:] = [x for x in ds if x != SUPERSEDED]
+            if "metrics.json" in {*fs, *ds}:
+                found.append(Path(d) / "metrics.json")
         for p in sorted(found):
             record = read_metrics(p)
             if isinstance(record, str):

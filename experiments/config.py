@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import hashlib
+import json
 import re
 import typing
 from dataclasses import dataclass, fields, is_dataclass
@@ -48,6 +51,26 @@ class CLIConfig(Config):
 
 
 ConfigStore.instance().store(name="base_config", node=CLIConfig)
+
+#: Keys that do not change a run's results: a sweep resumed under another memory limit is the same sweep.
+NOT_RESULTS = ("max_memory_gb",)
+
+
+def config_digest(config: CLIConfig) -> str:
+    """A fingerprint of everything that decides a run's results: the first 16 hex digits of the SHA-256 of the
+    validated config as sorted JSON, without :data:`NOT_RESULTS`. ``metrics.json`` records it (``config_digest``), so
+    a finished run whose job's config has changed since (an edited experiment file, a new default) is recognised as
+    stale instead of being resumed as finished."""
+    record = dataclasses.asdict(config)
+    for key in NOT_RESULTS:
+        record.pop(key, None)
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+
+
+def is_stale(record: dict, config: CLIConfig) -> bool:
+    """Whether a finished run's ``metrics.json`` (``record``) was computed for another config than ``config``. A
+    record without a digest (written before digests existed) is taken as current."""
+    return "config_digest" in record and record["config_digest"] != config_digest(config)
 
 
 def memory_limit_gb(setting: float | None) -> float:

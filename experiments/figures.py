@@ -94,12 +94,13 @@ def run_sweep_here(name: str, scale: str, results: Path = RESULTS, jobs: int = 1
     from omegaconf import OmegaConf
 
     from experiments.callbacks import config_groups, job_config, sweep_jobs
-    from experiments.config import validate_object
+    from experiments.config import is_stale, validate_object
     from experiments.io import read_metrics
+    from experiments.run import set_aside
     from hydra_plugins.rmsim_sweeper.resuming_sweeper import job_subdir
 
     root = sweep_dir(name, scale, results)
-    todo = []
+    todo, stale = [], []
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         overrides = [f"+experiment={name}", f"scale={scale}"]
         cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
@@ -108,13 +109,19 @@ def run_sweep_here(name: str, scale: str, results: Path = RESULTS, jobs: int = 1
         for job in sweep_jobs(cfg):
             task = [o for o in job if not o.lstrip("+~").startswith("hydra.")]
             out = root / job_subdir(job, list(od.exclude_keys), od.item_sep, od.kv_sep, cfg.seed)
-            if isinstance(read_metrics(out / "metrics.json"), dict):
-                continue
             composed = job_config("config", task, cache, groups)
             config = validate_object(composed, task)
             if isinstance(config, str):
                 raise RuntimeError(f"the sweep of {name} has an invalid job ({' '.join(task)}): {config}")
+            record = read_metrics(out / "metrics.json")
+            if isinstance(record, dict) and not is_stale(record, config):
+                continue
+            if isinstance(record, dict):
+                stale.append(out)
             todo.append((out, task, OmegaConf.to_yaml(composed), config))
+    for out in stale:  # only once every job is valid: a refused sweep changes nothing
+        print(f"  {out.name}: its config has changed since it ran: running it again (its old results are in "
+              f"{set_aside(out)})", flush=True)  # fmt: skip
     if jobs <= 1 or len(todo) <= 1:
         for item in todo:
             _run_job(item)

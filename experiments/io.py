@@ -13,6 +13,9 @@ from typing import IO, Any
 
 import numpy as np
 
+#: The subdirectory of a run directory that keeps the results of its earlier config (``experiments.run.set_aside``).
+SUPERSEDED = "superseded"
+
 
 def _umask() -> int:
     mask = os.umask(0)

@@ -23,8 +23,17 @@ from tqdm.auto import tqdm
 
 import experiments  # noqa: F401  (single-threaded BLAS before numpy; registers the subdir resolver)
 from experiments.callbacks import FAILED, RAN_BY, SWEEP_ID
-from experiments.config import CLIConfig, inapplicable, memory_limit_gb, validate_object
-from experiments.io import CURVE_COLUMNS, make_room, read_metrics, write_csv, write_json, write_npz, write_text
+from experiments.config import CLIConfig, config_digest, inapplicable, is_stale, memory_limit_gb, validate_object
+from experiments.io import (
+    CURVE_COLUMNS,
+    SUPERSEDED,
+    make_room,
+    read_metrics,
+    write_csv,
+    write_json,
+    write_npz,
+    write_text,
+)
 from experiments.report import arrays, summary
 from sim.errors import ConfigError, RunError
 from sim.run import RunResult, run
@@ -84,7 +93,27 @@ def write_outputs(out: Path, config: CLIConfig, result: RunResult) -> None:
         write_csv(out / "curve.csv", result.curve, [*CURVE_COLUMNS, *extra])
     if config.save_arrays:
         write_npz(out / "arrays.npz", arrays(result))
-    write_json(out / "metrics.json", result.metrics)  # last: its presence marks a finished run
+    # last: its presence marks a finished run; its digest, of which config
+    write_json(out / "metrics.json", {**result.metrics, "config_digest": config_digest(config)})
+
+
+#: The files of a run's results, moved aside together when its config has changed since it ran.
+OUTPUTS = ("metrics.json", "curve.csv", "arrays.npz")
+
+
+def set_aside(out: Path) -> Path:
+    """Move a stale run's results (``metrics.json`` first, so the run stops counting as finished at once) into
+    ``<out>/superseded/<n>/``: nothing is deleted. Returns that directory."""
+    root = out / SUPERSEDED
+    n = 0
+    while (root / str(n)).exists():
+        n += 1
+    dest = root / str(n)
+    dest.mkdir(parents=True)
+    for name in OUTPUTS:
+        if os.path.lexists(out / name):
+            os.replace(out / name, dest / name)
+    return dest
 
 
 @contextmanager
@@ -125,11 +154,11 @@ def main(cfg: DictConfig) -> dict | None:
     sweeping = hc.mode == RunMode.MULTIRUN
     label = f"#{hc.job.num} {hc.job.override_dirname or 'defaults'} seed={config.seed}" if sweeping else str(out)
     previous = read_metrics(out / "metrics.json")
-    if isinstance(previous, dict):
+    if isinstance(previous, dict) and not is_stale(previous, config):
         log.info("skipping %s: metrics.json exists", out)
         print(f"rmsim: skipped {label} (metrics.json exists)")
         return None
-    if os.path.lexists(out / "metrics.json"):  # lexists: a dangling symlink is damage too
+    if os.path.lexists(out / "metrics.json") and not isinstance(previous, dict):  # a dangling symlink is damage too
         blocked = make_room(out / "metrics.json")  # an empty directory is cleared; a full one fails before the work
         if blocked:
             fail(out, label, blocked, sweeping, 1)
@@ -144,9 +173,14 @@ def main(cfg: DictConfig) -> dict | None:
         if not free:
             print(f"rmsim: skipped {label} (another sweep is running it)")
             return None
-        if isinstance(read_metrics(out / "metrics.json"), dict):  # another sweep finished it meanwhile
+        current = read_metrics(out / "metrics.json")
+        if isinstance(current, dict) and not is_stale(current, config):  # another sweep finished it meanwhile
             print(f"rmsim: skipped {label} (metrics.json exists)")
             return None
+        if isinstance(current, dict):
+            moved = set_aside(out)
+            print(f"rmsim: {label}: its config has changed since it ran: running it again (its old results are "
+                  f"in {moved})", file=sys.stderr)  # fmt: skip
         write_text(out / RAN_BY, os.environ.get(SWEEP_ID, "") + "\n")
         (out / FAILED).unlink(missing_ok=True)
         log.info("running %s", label)

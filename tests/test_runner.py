@@ -166,3 +166,32 @@ def test_the_sweeper_predicts_the_directory_hydra_gives_a_job(job):
         od = cfg.hydra.job.config.override_dirname
         predicted = job_subdir(job, list(od.exclude_keys), od.item_sep, od.kv_sep, cfg.seed)
         assert predicted == cfg.hydra.sweep.subdir
+
+
+def test_a_run_whose_config_changed_since_it_finished_runs_again_and_keeps_the_old_results(tmp_path):
+    """The same run directory with another config (here: a single run with a new beta; in a sweep, an edited
+    experiment file) is not "finished": its old results move to ``superseded/0/`` and it runs again. A sweep re-runs
+    exactly its stale jobs, and ``collect`` does not count superseded results as runs."""
+    out = tmp_path / "one"
+    assert run_cli("env=tiny", "agent.beta=1", f"hydra.run.dir={out}", cwd=tmp_path).returncode == 0
+    first = json.loads((out / "metrics.json").read_text())
+    proc = run_cli("env=tiny", "agent.beta=0.1", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "its config has changed since it ran" in proc.stderr and "skipped" not in proc.stdout
+    second = json.loads((out / "metrics.json").read_text())
+    assert second["config_digest"] != first["config_digest"] and second["kl_to_reference"] > first["kl_to_reference"]
+    assert json.loads((out / "superseded" / "0" / "metrics.json").read_text()) == first
+    again = run_cli("env=tiny", "agent.beta=0.1", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert "skipped" in again.stdout and not (out / "superseded" / "1").exists()  # the same config: finished
+
+    sweep = tmp_path / "sweep"
+    assert run_cli(*SWEEP, f"hydra.sweep.dir={sweep}", cwd=tmp_path).returncode == 0
+    job = sweep / "agent.beta=1,env=tiny,seed=1"
+    record = json.loads((job / "metrics.json").read_text())
+    (job / "metrics.json").write_text(json.dumps({**record, "config_digest": "0" * 16}))  # ran under another config
+    proc = run_cli(*SWEEP, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 of 4 jobs already finished" in proc.stdout and "1 ran, 3 skipped" in proc.stdout
+    assert json.loads((job / "metrics.json").read_text())["config_digest"] == record["config_digest"]
+    assert (job / "superseded" / "0" / "metrics.json").is_file()
+    assert len(load_table(sweep)) == 4

@@ -9,7 +9,9 @@ The directory of a job is ``hydra.sweep.dir / hydra.sweep.subdir``. The filter w
 for rmsim's scheme (``${rmsim_subdir:${hydra.job.override_dirname},${seed}}``): with any other ``subdir`` it
 launches every job, and the task function's own skip still applies. A job is never skipped by mistake: the
 directory must hold a valid ``metrics.json`` (it parses and has every core metric, finite), which is written last and
-atomically; a damaged one is reported and its job runs again.
+atomically, computed for the job's current config (its ``config_digest``; a run whose config has changed since, e.g.
+an edited experiment file, is stale); a damaged or stale one is reported and its job runs again (the task function
+moves a stale run's results into ``superseded/``).
 """
 
 # No ``from __future__ import annotations``: hydra executes plugin modules outside sys.modules, where dataclasses
@@ -69,13 +71,22 @@ class ResumingSweeper(BasicSweeper):
         exclude, item_sep, kv_sep = list(od.exclude_keys), od.item_sep, od.kv_sep
         seed = self.config.get("seed")
 
+        from experiments.callbacks import config_groups, job_run_config
+        from experiments.config import is_stale
         from experiments.io import read_metrics
+
+        name, cache, groups = hydra_cfg.job.config_name, {}, config_groups()
 
         def finished(job: list[str]) -> bool:
             path = root / job_subdir(job, exclude, item_sep, kv_sep, seed) / "metrics.json"
             record = read_metrics(path)
             if isinstance(record, str) and path.exists():
                 print(f"rmsim: {path.parent.name}: {record}: running it again")
+            if isinstance(record, dict) and "config_digest" in record:
+                config = job_run_config(name, job, cache, groups)
+                if not isinstance(config, str) and is_stale(record, config):
+                    print(f"rmsim: {path.parent.name}: its config has changed since it ran: running it again")
+                    return False
             return isinstance(record, dict)
 
         return finished
