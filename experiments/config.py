@@ -194,6 +194,10 @@ def _raw(cfg: DictConfig, key: str) -> object:
 
 #: Delivery settings a learner receives; in the rlhf pipeline the agent learns from the reward model instead.
 DELIVERY = ("corruption.sparsity.mode", "corruption.sparsity.chunk", "corruption.noise.sigma", "corruption.noise.drop")
+#: Settings of active query selection: they apply only with an active ``feedback.query``.
+QUERY_KEYS = ("feedback.query_rounds", "feedback.query_pool", "feedback.query_ensemble")
+#: The tail index each heavy-tailed error law reads.
+TAIL_INDEX = {"corruption.noise.df": "student_t", "corruption.noise.alpha": "pareto"}
 
 
 def inapplicable(config: CLIConfig, overrides: list[str]) -> list[str]:
@@ -222,6 +226,14 @@ def inapplicable(config: CLIConfig, overrides: list[str]) -> list[str]:
         elif key in ("reward_model.objective", "reward_model.uwo_lambda") and config.reward_model.ensemble < 2:
             out.append(f"{key} does not apply to reward_model.ensemble={config.reward_model.ensemble} (a single model: "
                        "every objective is the model itself)")  # fmt: skip
+        elif key in QUERY_KEYS and config.feedback.query == "random":
+            out.append(f"{key} does not apply to feedback.query=random (the source's own pairs are labelled)")
+        elif key == "feedback.query_ensemble" and config.feedback.query != "disagreement":
+            out.append(f"{key} does not apply to feedback.query={config.feedback.query} (only disagreement fits an "
+                       "ensemble)")  # fmt: skip
+        elif key in TAIL_INDEX and config.corruption.noise.dist != TAIL_INDEX[key]:
+            out.append(f"{key} does not apply to corruption.noise.dist={config.corruption.noise.dist} (only "
+                       f"{TAIL_INDEX[key]} reads it)")  # fmt: skip
         elif config.pipeline == "rlhf" and (key in DELIVERY or (head == "corruption" and rest == "sparsity.budget")):
             out.append(f"{key} does not apply to pipeline=rlhf (it shapes how a learner is paid; here the agent learns "
                        "from the reward model, and the annotators judge expected returns)")  # fmt: skip

@@ -302,6 +302,18 @@ class FeedbackConfig:
     """Whether the labelled sequences never repeat a token right after itself: every source policy (pi_ref, and the
     expert with sampler=expert) has that token's probability set to 0 and renormalised. A region of outputs the data
     never cover (with a stutter oracle, the direction Zhu et al. 2023's Thm 3.9 leaves uncovered); false = as drawn."""
+    query: str = "random"
+    """Which pairs are labelled: random (the source's draws), or chosen in query_rounds rounds (round 0 random) from
+    query_pool candidate pairs per label by the reward model's uncertainty about a pair's return difference, fitted to
+    the data so far: disagreement (its variance over a bootstrap ensemble of query_ensemble members), laplace (its
+    Laplace posterior variance z^T H^-1 z; linear models) or entropy (the binary entropy of the MAP preference
+    probability). Preferences only."""
+    query_rounds: int = 5
+    """Rounds of active selection (the labels split evenly over them; the model is refitted before each)."""
+    query_pool: int = 10
+    """Candidate pairs drawn per label of an active round (1 = no choice)."""
+    query_ensemble: int = 5
+    """Bootstrap members of query=disagreement."""
 
     def __post_init__(self) -> None:
         _check(self.kind in ("preferences", "ratings", "rankings"), "feedback.kind", self.kind,
@@ -335,6 +347,19 @@ class FeedbackConfig:
             self.stutter_free,
             "false unless sampler is reference or expert (the sources given as policies)",
         )
+        _check(self.query in ("random", "disagreement", "laplace", "entropy"), "feedback.query", self.query,
+               "one of ['random', 'disagreement', 'laplace', 'entropy']")  # fmt: skip
+        _check(self.query == "random" or self.kind == "preferences", "feedback.query", self.query,
+               "random unless feedback.kind=preferences (active selection chooses pairs)")  # fmt: skip
+        _check(_integer(self.query_rounds) and self.query_rounds >= 2, "feedback.query_rounds", self.query_rounds,
+               "an integer >= 2 (round 0 is random, later rounds select)")  # fmt: skip
+        _check(self.query == "random" or self.query_rounds <= self.n, "feedback.query_rounds", self.query_rounds,
+               f"<= feedback.n={self.n} (each round labels at least one pair)")  # fmt: skip
+        # a round draws query_pool x its batch candidate pairs at once (1e6 x 1000 labels would not fit in memory)
+        _check(_integer(self.query_pool) and 1 <= self.query_pool <= 1000, "feedback.query_pool", self.query_pool,
+               "an integer in [1, 1000] (candidate pairs per label)")  # fmt: skip
+        _check(_integer(self.query_ensemble) and 2 <= self.query_ensemble <= 100, "feedback.query_ensemble",
+               self.query_ensemble, "an integer in [2, 100] (bootstrap members)")  # fmt: skip
 
 
 #: The range of ``reward_model.prior_scale`` and ``reward_model.rating_sigma``.

@@ -16,7 +16,17 @@ from sim.build import Setup, seed_streams
 from sim.config import Config
 from sim.corruption import identity_channel
 from sim.errors import ConfigError
-from sim.feedback import FeedbackData, Teacher, collect, covered_prompts, make_teacher, stutter_free
+from sim.feedback import (
+    FeedbackData,
+    QueryModel,
+    Teacher,
+    check_query,
+    collect,
+    collect_active,
+    covered_prompts,
+    make_teacher,
+    stutter_free,
+)
 from sim.reward_models import RewardModel, fit_reward_model
 
 
@@ -57,8 +67,14 @@ class Feedback:
 
 
 def start_feedback(cfg: Config, setup: Setup, feedback_seed: np.random.SeedSequence) -> Feedback:
-    """The source, covered prompts and teacher of a run's feedback, drawn from its ``feedback`` seed stream."""
+    """The source, covered prompts and teacher of a run's feedback, drawn from its ``feedback`` seed stream.
+
+    Raises:
+        ConfigError: an active ``feedback.query`` the reward model cannot carry (:func:`sim.feedback.check_query`),
+            before any draw.
+    """
     fb, world = cfg.feedback, setup.world
+    check_query(cfg, world)
     data_ss, eval_ss = feedback_seed.spawn(2)
     rng = np.random.default_rng(data_ss)
     source = first_source(cfg, setup)
@@ -80,6 +96,30 @@ def start_feedback(cfg: Config, setup: Setup, feedback_seed: np.random.SeedSeque
         annotator_spread=fb.annotator_spread,
     )
     return Feedback(rng, eval_ss, source, covered, teacher)
+
+
+def gather(cfg: Config, world, feedback: Feedback, source, n: int, prior: FeedbackData | None = None) -> FeedbackData:
+    """``n`` new labels on sequences from ``source``, the pairs chosen by ``feedback.query``: the source's own draws
+    (``random``: :func:`sim.feedback.collect`, the same draws as before the key existed) or the pairs the current
+    model is least sure of (:func:`sim.feedback.collect_active`, fitting the run's model class to ``prior`` and the
+    new labels before each active round)."""
+    fb, rmc = cfg.feedback, cfg.reward_model
+    if fb.query == "random":
+        return collect(feedback.teacher, source, feedback.covered, fb.kind, n, feedback.rng, fb.k)
+    model = QueryModel(world, rmc.name, rmc.templates, rmc.prior_scale, rmc.tol, rmc.dim)
+    return collect_active(
+        feedback.teacher,
+        source,
+        feedback.covered,
+        n,
+        feedback.rng,
+        model,
+        fb.query,
+        rounds=fb.query_rounds,
+        pool=fb.query_pool,
+        ensemble=fb.query_ensemble,
+        prior=prior,
+    )
 
 
 def fit(cfg: Config, world, data: FeedbackData, rng: np.random.Generator) -> RewardModel:
@@ -131,6 +171,6 @@ def learned_setup(cfg: Config, setup: Setup, seed: int) -> tuple[Setup, RewardMo
             "1 in an env (later rounds of sampler=policy sample the agent's policy, and an env has no agent)",
         )
     feedback = start_feedback(cfg, setup, seed_streams(seed)["feedback"])
-    data = collect(feedback.teacher, feedback.source, feedback.covered, fb.kind, fb.n, feedback.rng, fb.k)
+    data = gather(cfg, setup.world, feedback, feedback.source, fb.n)
     model = fit(cfg, setup.world, data, feedback.rng)
     return replace(setup, channel=identity_channel(setup.world, model.reward)), model, data

@@ -3,7 +3,8 @@ agent, then exact evaluation.
 
 1. A teacher judges complete sequences by the reward it perceives: the oracle, seen through the corruption
    pipeline if one is configured (e.g. ``corruption.misspec.length_bias`` = annotators who like long answers).
-2. ``feedback.n`` labels on sequences from the source over the covered prompts (``feedback.prompt_coverage``).
+2. ``feedback.n`` labels on sequences from the source over the covered prompts (``feedback.prompt_coverage``);
+   ``feedback.query`` other than ``random`` chooses the pairs by the model's uncertainty (:mod:`sim.feedback.active`).
 3. A reward model is fitted by MAP; its reward is the proxy the agent optimises.
    ``feedback.sampler = expert`` mixes pi_ref with a near-optimal policy (data that cover the optimum);
    ``feedback.stutter_free`` keeps every output that repeats a token right after itself out of the data.
@@ -23,9 +24,9 @@ from sim.agents import AgentContext, AgentResult, run_agent
 from sim.build import Setup
 from sim.config import Config
 from sim.corruption import identity_channel
-from sim.feedback import FeedbackData, collect, preference_accuracy, sample_items
+from sim.feedback import FeedbackData, preference_accuracy, sample_items
 from sim.metrics import reward_distance
-from sim.proxy import fit, start_feedback
+from sim.proxy import fit, gather, start_feedback
 from sim.reward_models import RewardModel
 
 
@@ -61,7 +62,7 @@ def run_rlhf(
     data: FeedbackData | None = None
     source = source0
     for n_round in per_round:
-        new = collect(teacher, source, covered, fb.kind, int(n_round), rng, fb.k)
+        new = gather(cfg, world, feedback, source, int(n_round), prior=data)  # pairs chosen by feedback.query
         data = new if data is None else data + new
         rm = fit(cfg, world, data, rng)
         ctx = AgentContext(world, rm.reward, identity_channel(world, rm.reward), oracle, agent_rng, data, progress)

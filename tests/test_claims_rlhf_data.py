@@ -99,14 +99,14 @@ def test_label_noise_fails_when_the_teacher_ignores_its_rationality(monkeypatch,
 
 @pytest.mark.fault
 def test_feedback_budget_fails_when_the_data_ignore_prompt_coverage(monkeypatch, tmp_path):
-    import sim.rlhf as rlhf
+    import sim.proxy as proxy
 
-    collect = rlhf.collect
+    collect = proxy.collect
 
     def everywhere(teacher, source, covered, *a, **kw):  # labels on every prompt, whatever kappa says
         return collect(teacher, source, np.arange(teacher.world.n_prompts), *a, **kw)
 
-    monkeypatch.setattr(rlhf, "collect", everywhere)
+    monkeypatch.setattr(proxy, "collect", everywhere)  # the pipeline collects through sim.proxy.gather
     held, table = sanity("feedback_budget", tmp_path)
     last = table[(table["feedback.n"] == table["feedback.n"].max()) & (table["feedback.prompt_coverage"] < 1)]
     assert last["gap_uncovered"].astype(float).mean() < 0.25 and not held  # the "uncovered" prompts are learned

@@ -30,6 +30,7 @@ NAMES = (
     "early_stopping",
     "heavy_tails",
     "ensembles",
+    "active_queries",
     "rm_scaling",
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sim.feedback.active import QUERY_RULES, QueryModel, check_query, collect_active
 from sim.feedback.datasets import (
     FeedbackData,
     collect,
@@ -13,9 +14,13 @@ from sim.feedback.datasets import (
 from sim.feedback.teachers import Teacher, make_teacher
 
 __all__ = [
+    "QUERY_RULES",
     "FeedbackData",
+    "QueryModel",
     "Teacher",
+    "check_query",
     "collect",
+    "collect_active",
     "covered_prompts",
     "make_teacher",
     "preference_accuracy",
