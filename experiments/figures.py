@@ -197,7 +197,11 @@ def reproduce(
         print(f"  ran {run_sweep_here(name, scale, results, jobs)} jobs {where}", flush=True)
     elif run:
         run_sweep(name, scale, jobs, results)
-    write_table(load_table(sweep_dir(name, scale, results)), sweep_dir(name, scale, results))
+    try:
+        write_table(load_table(sweep_dir(name, scale, results)), sweep_dir(name, scale, results))
+    except FileNotFoundError as e:  # --no-run before any sweep, or a sweep that finished nothing
+        print(f"  no results to draw: {e}" + (" (run it without --no-run)" if not run else ""), flush=True)
+        return False
     table = table_of(name, scale, results)
     print(f"  figure: {draw(name, scale, table, results)}", flush=True)
     ok = True
@@ -287,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         here = args.runner == "here"
         failed = [n for n in names if not reproduce(n, args.scale, args.check, jobs, run, Path(args.results), here)]
     if failed:
-        print(f"rmsim: claims failed: {failed}", file=sys.stderr)
+        print(f"rmsim: failed (a claim, a run, or nothing to draw): {failed}", file=sys.stderr)
         return 1
     return 0
 

@@ -153,3 +153,11 @@ def test_a_sweep_run_in_process_leaves_what_the_command_line_leaves(tmp_path):
         a, b = (json.loads((d / run / "metrics.json").read_text()) for d in (here, cli))
         a.pop("wall_time_s"), b.pop("wall_time_s")
         assert a == b, run
+
+
+def test_drawing_a_sweep_that_never_ran_says_so_without_a_traceback(tmp_path, capsys):
+    from experiments import figures
+
+    assert figures.main(["label_noise", "--scale", "sanity", "--no-run", "--results", str(tmp_path)]) == 1
+    out = capsys.readouterr()
+    assert "no results to draw" in out.out and "without --no-run" in out.out and "Traceback" not in out.out + out.err
