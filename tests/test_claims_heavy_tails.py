@@ -1,6 +1,8 @@
-"""Claim of the named experiment heavy_tails (Kwa et al. 2024, catastrophic Goodhart): its sanity sweep reproduces
-the claim; its check fails on tables where one part of the claim does not hold, on tables of shuffled outcomes, and
-(``make faults``) on the sanity sweep of a simulator whose noise ignores ``corruption.noise.dist``."""
+"""Claims of the named experiments heavy_tails (Kwa et al. 2024, catastrophic Goodhart; one error per sequence on an
+enumerated world) and heavy_tails_scale (the same check; one error per state and token on a compressed world): each
+sanity sweep reproduces the claim; the check fails on tables where one part of the claim does not hold, on tables of
+shuffled outcomes, and (``make faults``) on the sanity sweep of a simulator whose noise ignores
+``corruption.noise.dist``."""
 
 from __future__ import annotations
 
@@ -9,10 +11,10 @@ import pytest
 
 from experiments import catalog
 from experiments.catalog.heavy_tails import tails
-from tests.claims import sanity, shuffles_accepted
+from tests.claims import grouped, sanity, shuffles_accepted
 
-NAME = "heavy_tails"
-pytestmark = pytest.mark.xdist_group(NAME)  # one worker runs its sanity sweep (make test: --dist loadgroup)
+#: Both experiments share heavy_tails' check; each one's tests stay on one xdist worker (make test: --dist loadgroup).
+NAMES = ["heavy_tails", "heavy_tails_scale"]
 #: What each run measured (configuration columns, seeds, betas and the world's constants stay with their rows).
 OUTCOMES = ["oracle_return", "proxy_return", "kl_to_reference"]
 #: The check needs five tests at p < 0.01 at once: a check that accepted random outcomes with probability q >= 0.3
@@ -57,31 +59,36 @@ BREAKS = [_heavy_keeps_the_oracle_gain, _heavy_proxy_does_not_run_away, _varianc
           _gaussian_gains_nothing]  # fmt: skip
 
 
+@pytest.fixture(params=grouped(NAMES))
+def name(request):
+    return request.param
+
+
 @pytest.fixture
-def table(tables):
-    held, t = tables(NAME)
+def table(tables, name):
+    held, t = tables(name)
     assert held
     return t
 
 
-def test_sanity_sweep_reproduces_the_claim_and_the_check_can_fail(table):
-    catalog.get(NAME).check(table)
+def test_sanity_sweep_reproduces_the_claim_and_the_check_can_fail(name, table):
+    catalog.get(name).check(table)
     for broken in BREAKS:
         with pytest.raises(AssertionError):
-            catalog.get(NAME).check(broken(table))
+            catalog.get(name).check(broken(table))
 
 
-def test_check_fails_on_shuffled_outcomes(table):
-    passed = shuffles_accepted(NAME, table, OUTCOMES, SHUFFLES)
-    assert passed == [], f"{NAME}: the check accepts shuffled outcomes (shuffle seeds {passed})"
+def test_check_fails_on_shuffled_outcomes(name, table):
+    passed = shuffles_accepted(name, table, OUTCOMES, SHUFFLES)
+    assert passed == [], f"{name}: the check accepts shuffled outcomes (shuffle seeds {passed})"
 
 
 @pytest.mark.fault
-def test_heavy_tails_fails_when_the_noise_ignores_its_distribution(monkeypatch, tmp_path):
+def test_heavy_tails_fails_when_the_noise_ignores_its_distribution(name, monkeypatch, tmp_path):
     """The fault: every fixed error is drawn gaussian whatever ``corruption.noise.dist`` says (a dropped argument)."""
     import sim.corruption.channel as channel
 
     monkeypatch.setattr(channel, "fixed_errors", lambda rng, n, sigma, *args: rng.normal(0.0, sigma, size=n))
-    held, t = sanity(NAME, tmp_path)
+    held, t = sanity(name, tmp_path)
     heavy = tails(t)["heavy"].to_numpy()
     assert t.loc[heavy, "proxy_return"].max() < 1e3 and not held

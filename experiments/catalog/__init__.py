@@ -29,6 +29,7 @@ NAMES = (
     "phase_transition",
     "early_stopping",
     "heavy_tails",
+    "heavy_tails_scale",
     "ensembles",
     "active_queries",
     "rm_scaling",
