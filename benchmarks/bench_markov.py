@@ -1,5 +1,9 @@
 """``markov_dp``: the exact optimal return of a V = 1000, H = 32 Markov world vs H passes of ``max(axis=1)``.
 
+``ours`` solves a reward whose max-plus screen is built (the reward keeps it after its first solve: a run that solves
+one reward again, e.g. ``exact_planner``'s greedy policy and then the optimal return of the same uncorrupted reward,
+builds it once); ``first_solve_s`` is the first solve, build included.
+
 Both are timed in turn, best of :data:`benchmarks.common.REPEATS` (see :mod:`benchmarks.common`).
 """
 
@@ -34,6 +38,9 @@ def bench_markov_dp(repeats: int = REPEATS) -> dict:
         for _ in range(world.horizon - 1):
             product.plain(vec, out)
 
+    t0 = time.perf_counter()
+    world.optimal_return(reward)  # the first solve builds the max-plus screen, which the reward then keeps
+    first = time.perf_counter() - t0
     times = best_of(
         {"baseline": baseline, "ours": lambda: world.optimal_return(reward), "unscreened": unscreened}, repeats, inner=3
     )
@@ -47,6 +54,7 @@ def bench_markov_dp(repeats: int = REPEATS) -> dict:
         3.0,
         "<=",
         ours_s=min(times["ours"]),
+        first_solve_s=first,
         baseline_s=min(times["baseline"]),
         repeats=repeats,
         repeat_ratios=per_round,

@@ -42,7 +42,9 @@ written, the peak falls back to ``ru_maxrss`` (not resettable: a stage's peak th
 called up to 9 times while the calls take under 2 s in total, and the best call is reported. Caches a first call
 fills (the world's ``log pi_ref`` rows) are cleared before every call, so every call does the same work; the first
 call's times are kept too (``first_wall_s``, ``first_cpu_s``, and ``first_call_cpu_time_exponent``), so a cache
-that the library keeps on a reward (and a first call builds) shows.
+that the library keeps on a reward (and a first call builds) shows: the compressed argmax DP keeps its max-plus
+screen on the reward (:meth:`sim.worlds.markov.FactoredReward.max_plus`), so its best call is a solve with the screen
+built and its first call includes the build (one read of the (V + 1) x V bigram table).
 
 **Exponents.** Each curve's exponent is the least-squares slope of log(time) (or log(memory)) on log(size) over
 the upper half of its ladder (sizes at or above the geometric middle; at least three points), where fixed costs no
@@ -54,6 +56,12 @@ number of cores) trust the CPU-time exponents: a short call can escape the other
 calls), a long one cannot, so wall time inflates the large worlds more than the small ones and tilts the slopes up.
 The stages are single-threaded (BLAS is pinned to one thread), so on an idle machine wall and CPU time agree.
 A world that is c times larger then costs about c^exponent times as much: that is how to size a sweep.
+
+**Part of the ladders.** ``python -m benchmarks.scaling <ladder> ... [--stages <stage> ...]`` measures only those
+ladders (and stages) and merges them into the recorded ``scaling`` entry: the other ladders and stages are kept, the
+``targets`` are recomputed from the merged ladders, ``partial_runs`` lists what was measured again, when and under
+what load, and the figure is redrawn. For instance ``python -m benchmarks.scaling markov_vocab_bigram --stages
+optimal_values`` re-measures the compressed argmax DP with bigram terms alone (about 3 minutes).
 """
 
 from __future__ import annotations
@@ -68,7 +76,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -584,9 +592,78 @@ def figure_note(entry: dict) -> str:
     return f"\n{entry['cpus']} cores, load average {start:.1f} to {end:.1f}, {entry['total_wall_s'] / 60:.0f} min"
 
 
+def target_rows(curves: dict[str, dict]) -> list[dict]:
+    """The ``targets`` list of the scaling entry: every (curve, stage) with a target, and its verdicts."""
+    return [
+        {
+            "curve": name,
+            "stage": stage,
+            "time_exponent": d["time_exponent"],
+            "target": d["target"],
+            "met": d["met"],
+            "cpu_time_exponent": d["cpu_time_exponent"],
+            "met_cpu": d["met_cpu"],
+        }
+        for name, e in curves.items()
+        for stage, d in e["stages"].items()
+        if "target" in d
+    ]
+
+
+def merge_curves(recorded: dict[str, dict], results: dict[str, dict]) -> dict[str, dict]:
+    """``recorded`` ladders with the stages of ``results`` replacing theirs (their refusals and errors too)."""
+    merged = {name: dict(entry) for name, entry in recorded.items()}
+    for name, new in results.items():
+        old = merged.get(name, {"axis": new["axis"], "stages": {}, "refused": [], "errors": []})
+        ran = set(new["stages"])
+        merged[name] = {
+            **old,
+            "axis": new["axis"],
+            "stages": {**old.get("stages", {}), **new["stages"]},
+            "refused": [r for r in old.get("refused", []) if r.get("stage") not in ran] + new["refused"],
+            "errors": [r for r in old.get("errors", []) if r.get("stage") not in ran] + new["errors"],
+        }
+    return merged
+
+
+def save_partial(recorded, results, chosen, load_start, total, limit, out, figure, log) -> int:
+    """Merge a run of some ladders or stages into the recorded ``scaling`` entry (listed under ``partial_runs``: which
+    curves and stages were measured again, when, and under what load), then redraw the figure."""
+    curves = merge_curves(recorded.get("curves", {}), results)
+    runs = list(recorded.get("partial_runs", []))
+    runs.append(
+        {
+            "curves": [c.name for c in chosen],
+            "stages": sorted({s for c in chosen for s in c.stages}),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "load_average_start": [round(x, 2) for x in load_start],
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+            "total_wall_s": round(total, 1),
+            "memory_limit_gb": round(limit, 2),
+        }
+    )
+    entry = {**recorded, "curves": curves, "targets": target_rows(curves), "partial_runs": runs}
+    for row in summary_rows(results):
+        log(row)
+    log(f"scaling: {total / 60:.1f} min; load average {runs[-1]['load_average_end'][0]:.2f} at the end")
+    save({"scaling": entry}, out)
+    log(f"merged into 'scaling' in {out} (other ladders and stages kept)")
+    if figure is not None:
+        draw(curves, figure, figure_note(entry))
+        log(f"figure: {figure}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("curves", nargs="*", help="ladders to run (default: all)")
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        default=None,
+        help="only these stages of the chosen ladders (e.g. markov_vocab_bigram --stages optimal_values); the results "
+        "are merged into the recorded ladders, whose other curves and stages are kept",
+    )
     parser.add_argument("--quick", action="store_true", help="small worlds only; writes nothing unless --out")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed to one (world, stage)")
     parser.add_argument("--max-memory-gb", type=float, default=None, help="refuse worlds estimated above this")
@@ -606,6 +683,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown ladder(s) {unknown}; choose from {names}")
     chosen = [c for c in all_curves if not args.curves or c.name in args.curves]
+    if args.stages is not None:
+        known = set(ENUMERATED_STAGES)
+        if set(args.stages) - known:
+            parser.error(f"unknown stage(s) {sorted(set(args.stages) - known)}; choose from {sorted(known)}")
+        chosen = [replace(c, stages=tuple(s for s in c.stages if s in args.stages)) for c in chosen]
+        chosen = [c for c in chosen if c.stages]
+        if not chosen:
+            parser.error(f"none of the chosen ladders has the stages {args.stages}")
+    partial = bool(args.curves) or args.stages is not None
     out = args.out if args.out is not None else (None if args.quick else BENCH_FILE)
     figure = args.figure if args.figure is not None else (None if args.quick else FIGURE)
 
@@ -622,22 +708,15 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{curve.name}: {len(curve.worlds)} worlds x {len(curve.stages)} stages")
         results[curve.name] = run_curve(curve, args.timeout, limit, log)
     total = time.perf_counter() - started
+    if partial and out is not None and out.exists():  # a part of the ladders: merged into the recorded ones
+        import json
+
+        recorded = json.loads(out.read_text()).get("scaling")
+        if recorded is not None:
+            return save_partial(recorded, results, chosen, load_start, total, limit, out, figure, log)
     entry = {
         "curves": results,
-        "targets": [
-            {
-                "curve": name,
-                "stage": stage,
-                "time_exponent": d["time_exponent"],
-                "target": d["target"],
-                "met": d["met"],
-                "cpu_time_exponent": d["cpu_time_exponent"],
-                "met_cpu": d["met_cpu"],
-            }
-            for name, e in results.items()
-            for stage, d in e["stages"].items()
-            if "target" in d
-        ],  # fmt: skip
+        "targets": target_rows(results),
         "planner_memory": planner_memory(results.get("enumerated")),
         "memory_method": PeakMemory().method,
         "memory_limit_gb": round(limit, 2),

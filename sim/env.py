@@ -23,7 +23,7 @@ from sim.config import EnvConfig
 from sim.errors import ConfigError, check
 from sim.proxy import learned_setup
 from sim.resources import GB, check_memory, default_limit_gb
-from sim.worlds import bigram_uses, n_states, sequence_total
+from sim.worlds import Table, bigram_uses, n_states, sequence_total
 
 OBS_MODES = ("state", "tokens", "markov")
 #: Render modes gymnasium defines; tools ask for them by default (accepted with a warning, rendering nothing).
@@ -283,6 +283,37 @@ class TextVectorEnv(VectorEnv, _Spec):
         self._init_cdf /= self._init_cdf[-1]
         # the channel pays the oracle reward itself, exactly: the payments are the oracle rewards (no second gather)
         self._pays_oracle = setup.channel.reward is setup.oracle.reward and setup.channel.exact
+        self._fast = self._fast_step_tables()
+        self._n_actions = self.world.n_actions
+        # the next state in closed form where the world has one (World.step_offsets): s * b + offset[a]
+        self._closed_form = self.world.step_offsets()
+
+    def _fast_step_tables(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The flat ``(S * A,)`` views of the payment and oracle tables (oracle ``None`` when the payment is the oracle
+        reward) when :meth:`step` can take its fast path, else None. The fast path is the general one, output for
+        output and draw for draw, specialised to observations of the state, an exact channel (each payment is
+        ``reward[s, a]``: nothing pending, no noise, no episode flags) and rewards stored as ``(S, A)`` tables: it
+        gathers both rewards at one flat index ``s * A + a`` and skips the last-token bookkeeping, which only other
+        observations read."""
+        setup, w = self.setup, self.world
+        channel, oracle = setup.channel, setup.oracle.reward
+
+        def flat(r) -> np.ndarray | None:
+            if not isinstance(r, Table):
+                return None
+            v = r.values
+            ok = v.dtype == np.float64 and v.flags.c_contiguous and v.shape == (w.n_states, w.n_actions)
+            return v.reshape(-1) if ok else None
+
+        if self.obs_mode != "state" or not channel.exact:
+            return None
+        pay = flat(channel.reward)
+        if pay is None:
+            return None
+        if self._pays_oracle:
+            return pay, None
+        other = flat(oracle)
+        return (pay, other) if other is not None else None
 
     def _new_prompts(self, n: int) -> np.ndarray:
         """``n`` prompts drawn uniformly: ``np_random.choice(P, size=n, p=uniform)`` draw for draw (one uniform each,
@@ -307,6 +338,8 @@ class TextVectorEnv(VectorEnv, _Spec):
         if a.view(np.uint64).max() >= w.vocab_size:  # one unsigned reduction: a negative action wraps to >= 2**63
             bad = a[(a < 0) | (a >= w.vocab_size)]
             raise ValueError(f"action {bad[0]} is out of range: allowed integers in [0, vocab_size={w.vocab_size})")
+        if self._fast is not None:
+            return self._step_fast(a)
         s = self._states
         nxt = w.next_state(s, a)
         terminated = nxt < 0
@@ -339,6 +372,39 @@ class TextVectorEnv(VectorEnv, _Spec):
         truncated = np.zeros(self.num_envs, dtype=bool)
         infos = {"oracle_reward": oracle, "_oracle_reward": stepped, "state": s, "_state": stepped}
         return obs, rewards, terminated, truncated, infos
+
+    def _step_fast(self, a: np.ndarray):
+        """:meth:`step` on :meth:`_fast_step_tables`'s path (valid int64 actions); the same outputs and draws."""
+        pay, oracle_flat = self._fast
+        s = self._states
+        k = s * self._n_actions
+        k += a
+        rewards = pay.take(k)
+        if self._closed_form is None:
+            nxt = self.world.next_state(s, a)
+            terminated = nxt < 0
+        else:  # the world's closed form (World.step_offsets): s * b + offset[a], outside [0, S) at an episode end
+            b, offset, n_states = self._closed_form
+            nxt = s * b
+            nxt += offset.take(a)
+            terminated = nxt.view(np.uint64) >= n_states  # past the last state (the last level), or below 0 (EOS)
+        np.copyto(nxt, s, where=terminated)  # a finished episode stays on its last state
+        idx = self._done.nonzero()[0]  # read from _done, which subclasses may set (sim.integrations.sb3's restart)
+        if idx.size:  # next-step autoreset of the slots that ended last step: a new prompt, nothing paid
+            nxt[idx] = self._new_prompts(idx.size)
+            rewards[idx] = 0.0
+            terminated[idx] = False
+        if oracle_flat is None:
+            oracle = rewards.copy()
+        else:
+            oracle = oracle_flat.take(k)
+            oracle[idx] = 0.0
+        stepped = ~self._done
+        self._states = nxt
+        self._done = terminated.copy()
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        infos = {"oracle_reward": oracle, "_oracle_reward": stepped, "state": s, "_state": stepped}
+        return nxt.copy(), rewards, terminated, truncated, infos
 
 
 class EpisodeOver(ResetNeeded, RuntimeError):

@@ -235,3 +235,74 @@ def test_rlhf_env_refuses_rounds_that_need_an_agent():
     conf = {"pipeline": "rlhf", "feedback": {"sampler": "policy", "rounds": 3}}
     with pytest.raises(ConfigError, match="feedback.rounds"):
         gym.make(sim.ENV_ID, config=conf)
+
+
+#: (world, corruption, obs_mode, whether the vector env steps on its fast path)
+FAST_CASES = {
+    "eos/oracle": (dict(n_prompts=3, vocab_size=5, horizon=4), None, "state", True),
+    "no_eos/oracle": (dict(n_prompts=2, vocab_size=4, horizon=4, eos=False), None, "state", True),
+    "eos/misweighted": (dict(n_prompts=3, vocab_size=5, horizon=4), {"misspec": {"angle": 0.6}}, "state", True),
+    "noisy": (dict(n_prompts=3, vocab_size=5, horizon=4), {"noise": {"sigma": 0.5}}, "state", False),
+    "budget": (dict(n_prompts=3, vocab_size=5, horizon=4), {"sparsity": {"budget": 0.5}}, "state", False),
+    "tokens": (dict(n_prompts=3, vocab_size=5, horizon=4), None, "tokens", False),
+    "compressed": (
+        dict(n_prompts=2, vocab_size=6, horizon=4, reference="bigram", compressed=True),
+        None,
+        "state",
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FAST_CASES))
+def test_the_fast_step_is_the_general_step_output_for_output(case):
+    """The vector env's fast path (state observations, an exact channel, (S, A) reward tables) against the general
+    step forced on an identical env: every output and info bit for bit, and the same draws (new prompts), over enough
+    steps that slots end by EOS and at the horizon and are autoreset, or restarted by a subclass (setting ``_done``)."""
+    env_kw, corruption, obs_mode, fast = FAST_CASES[case]
+    B = 256
+    fast_env = TextVectorEnv(num_envs=B, obs_mode=obs_mode, corruption=corruption, world_seed=1, **env_kw)
+    general = TextVectorEnv(num_envs=B, obs_mode=obs_mode, corruption=corruption, world_seed=1, **env_kw)
+    assert (fast_env._fast is not None) == fast
+    general._fast = None
+    w = fast_env.world
+    for env in (fast_env, general):
+        env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    ends = {"eos": 0, "horizon": 0, "autoreset": 0}
+    for _ in range(40):
+        a = rng.integers(0, w.vocab_size, B)
+        before = fast_env._states.copy()
+        out_fast, out_general = fast_env.step(a), general.step(a.copy())
+        for x, y in zip(out_fast[:4], out_general[:4], strict=True):
+            assert x.dtype == y.dtype
+            np.testing.assert_array_equal(x, y)
+        assert out_fast[4].keys() == out_general[4].keys()
+        for key in out_fast[4]:
+            np.testing.assert_array_equal(out_fast[4][key], out_general[4][key])
+        np.testing.assert_array_equal(fast_env._states, general._states)
+        term, stepped = out_fast[2], out_fast[4]["_state"]
+        ends["eos"] += int((term & (a == 0) & w.eos).sum())
+        ends["horizon"] += int((term & (w.depth[before] == w.horizon - 1)).sum())
+        ends["autoreset"] += int((~stepped).sum())
+        restart = np.flatnonzero(term)[::3]  # a subclass restarting slots itself (sim.integrations.sb3's restart)
+        for env in (fast_env, general):
+            env._states[restart] = restart % w.n_prompts
+            env._done[restart] = False
+    assert fast_env.np_random.random() == general.np_random.random()  # the same draws were made
+    assert ends["horizon"] > 0 and ends["autoreset"] > 0 and (ends["eos"] > 0 or not w.eos)
+
+
+@pytest.mark.parametrize("eos", [True, False])
+def test_the_fast_steps_closed_form_is_the_worlds_next_state(eos):
+    env = TextVectorEnv(num_envs=4, n_prompts=3, vocab_size=4, horizon=4, eos=eos)
+    w = env.world
+    assert env._closed_form is not None
+    s, a = np.divmod(np.arange(w.n_states * w.n_actions), w.n_actions)
+    env._states = s
+    env._done = np.zeros(s.size, dtype=bool)
+    env.num_envs = s.size
+    obs, _, term, _, _ = env._step_fast(a)
+    expected = w.next_table.reshape(-1)
+    np.testing.assert_array_equal(term, expected < 0)
+    np.testing.assert_array_equal(obs[~term], expected[~term])

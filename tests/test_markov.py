@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from dataclasses import replace
@@ -36,8 +37,8 @@ from sim.oracle import make_oracle
 from sim.proxy import first_source
 from sim.reference import make_reference
 from sim.run import check, mc_estimate, run
-from sim.worlds import EnumeratedWorld, LevelPolicy, MarkovWorld, Table
-from sim.worlds.markov import MaxPlus
+from sim.worlds import EnumeratedWorld, LevelPolicy, MarkovWorld, Table, markov
+from sim.worlds.markov import FactoredReward, MaxPlus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,7 +195,7 @@ def _plain_max_plus(B, v):
     return (B + v).max(axis=1)
 
 
-KINDS = ["normal", "ties", "stutter", "constant_rows", "minus_inf", "nan_entry", "inf_vector"]
+KINDS = ["normal", "anti", "ties", "stutter", "constant_rows", "minus_inf", "nan_entry", "inf_vector"]
 
 
 @given(
@@ -203,14 +204,23 @@ KINDS = ["normal", "ties", "stutter", "constant_rows", "minus_inf", "nan_entry",
     V=st.integers(2, 60),
     k=st.integers(1, 8),
     m=st.integers(1, 8),
+    tiers=st.integers(1, 3),
+    growth=st.integers(2, 4),
+    cache_columns=st.sampled_from([None, 1, 2]),
     scale=st.sampled_from([0.01, 1.0, 100.0]),
     seed=st.integers(0, 2**16),
 )
-def test_screened_max_plus_is_bit_identical_to_the_plain_product(kind, n, V, k, m, scale, seed):
+def test_screened_max_plus_is_bit_identical_to_the_plain_product(
+    kind, n, V, k, m, tiers, growth, cache_columns, scale, seed
+):
+    """Any tiers, and a column cache from the whole transpose down to 1-2 x m columns (evicting on every call)."""
     rng = np.random.default_rng(seed)
     B = rng.normal(size=(n, V))
     v = scale * rng.normal(size=V)
-    if kind == "ties":
+    if kind == "anti":  # a column's v falls as its entries of B rise: the max is rarely among the candidates
+        B = B + 3.0 * rng.normal(size=V)
+        v = -B.mean(axis=0) + 0.3 * v
+    elif kind == "ties":
         B, v = np.round(B), np.round(v)
     elif kind == "stutter":
         B = np.zeros((n, V))
@@ -223,15 +233,20 @@ def test_screened_max_plus_is_bit_identical_to_the_plain_product(kind, n, V, k, 
         B[rng.integers(n), rng.integers(V)] = np.nan
     elif kind == "inf_vector":
         v[rng.integers(V)] = rng.choice([-np.inf, np.inf])
-    product = MaxPlus(B, k=k, m=m)
-    for shift in (0.0, 1.0, -50.0):  # several vectors through one screen, as in the recursion
+    with pytest.MonkeyPatch.context() as mp:
+        if cache_columns is not None:  # room for cache_columns x m columns only
+            mp.setattr(markov, "COLUMN_CACHE_BYTES", 8 * n * cache_columns * min(m, max(1, V // 4)))
+        product = MaxPlus(B, k=k, m=m, tiers=tiers, growth=growth)
+    # several vectors through one screen, as in the recursion; reorderings pick other columns (cache evictions)
+    for u in (v, v + 1.0, v - 50.0, rng.permutation(v), v[::-1].copy(), v):
         out = np.empty(n)
-        product(v + shift, out)
-        np.testing.assert_array_equal(out, _plain_max_plus(B, v + shift))
+        product(u, out)
+        np.testing.assert_array_equal(out, _plain_max_plus(B, u))
 
 
 def test_the_screen_skips_almost_every_row_of_a_dense_bigram():
-    """On the markov_dp benchmark world (V = 1000, H = 32) under 2% of row products read all of B (1.3% measured)."""
+    """On the markov_dp benchmark world (V = 1000, H = 32) under 0.5% of row products read all of B (none measured;
+    2.5% with one tier of 10 candidates and 64 columns, 0.1% with one tier of the defaults)."""
     mw = MarkovWorld(1, 1000, 32)
     reward = make_oracle(mw, "linear", "dense", 0, templates=("unigram", "position", "bigram", "length")).reward
     values = mw.optimal_values(reward)  # level t >= 1: (P * b,) values per (prompt, last token)
@@ -248,7 +263,128 @@ def test_the_screen_skips_almost_every_row_of_a_dense_bigram():
         plain_rows += product(vec, out)
         np.testing.assert_array_equal(out, values[t].reshape(1, b)[0])
         np.testing.assert_array_equal(out, _plain_max_plus(reward.bigram[1:1000], vec))
-    assert plain_rows < 0.02 * b * (mw.horizon - 1)
+    assert plain_rows < 0.005 * b * (mw.horizon - 1)
+
+
+def _dense_bigram_world(V: int = 600, H: int = 6):
+    mw = MarkovWorld(1, V, H)
+    reward = make_oracle(mw, "linear", "dense", 0, templates=("unigram", "position", "bigram", "length")).reward
+    return mw, reward
+
+
+def _plain_values(mw, reward) -> list[np.ndarray]:
+    """The recursion with every product computed plainly (an unscreened product set as the reward's screen)."""
+    plain = MaxPlus(reward.bigram[mw.first_token : mw.vocab_size])
+    plain.screen = False
+    reward._screen = (reward.bigram, plain)
+    try:
+        return mw.optimal_values(reward)
+    finally:
+        reward._screen = None
+
+
+def test_the_screen_is_built_once_per_reward_and_gives_the_plain_values():
+    mw, reward = _dense_bigram_world()
+    expected = _plain_values(mw, reward)
+    first = mw.optimal_values(reward)
+    screen = reward._screen[1]
+    assert screen.screen and screen.n_tiers == 2  # 16 and 64 candidates per row at V = 600
+    again = mw.optimal_values(reward)
+    assert reward._screen[1] is screen  # kept on the reward, not rebuilt
+    for a, b, c in zip(first, again, expected, strict=True):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+    assert mw.optimal_return(reward) == mw.optimal_return(reward)
+    # bounded: candidates and a column cache (here the whole transpose), a small multiple of B
+    assert screen.cached_bytes <= 2.5 * reward.bigram.nbytes
+
+
+def test_a_new_bigram_array_rebuilds_the_screen_and_in_place_writes_are_refused():
+    mw, reward = _dense_bigram_world()
+    mw.optimal_values(reward)
+    old_screen = reward._screen[1]
+    with pytest.raises(ValueError, match="read-only"):  # a stale screen would be silently wrong: writes are refused
+        reward.bigram[3, 5] += 1.0
+    B = reward.bigram.copy()
+    B[1:, 7] += 50.0  # token 7 now best after every token
+    reward.bigram = B
+    got = mw.optimal_values(reward)
+    assert reward._screen[1] is not old_screen
+    fresh = FactoredReward(mw, B.copy(), reward.row)
+    for a, b in zip(got, _plain_values(mw, fresh), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the fault this guards against: the old screen on the new matrix gives wrong values
+    b = mw.branching
+    vec = reward.row[1, 0].copy()
+    vec[mw.continuing()] += got[2].reshape(1, b)[0]
+    stale = old_screen.B.copy()  # what the old screen was built on
+    old_screen.B = B[mw.first_token :]
+    out = np.empty(b)
+    old_screen(vec, out)
+    old_screen.B = stale
+    assert not np.array_equal(out, got[1].reshape(1, b)[0])
+
+
+def test_a_pickled_reward_carries_no_screen_and_solves_the_same():
+    mw, reward = _dense_bigram_world(V=200)
+    values = mw.optimal_values(reward)
+    copy = pickle.loads(pickle.dumps(reward))
+    assert reward._screen is not None and copy._screen is None
+    for a, b in zip(values, copy.world.optimal_values(copy), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_maximum_just_outside_the_first_candidates_is_found():
+    """One row built so that the first tier's candidates and the top-m columns hold only 8.8 while the max, 9.5, is a
+    second-tier entry in the best column outside the top m. The exact bound (first threshold 9 + v_rest 1.5 = 10.5)
+    sends the row on to the second tier (threshold 7: 9.5 >= 8.5); a screen that trusted a looser bound (a later
+    tier's threshold, or the v of a lower column than the best one outside the top m) would return 8.8."""
+    B = np.zeros((1, 40))
+    B[0, :5] = [10.0, 9.0, 8.0, 7.0, 6.0]  # k = 2: delta 1 (threshold 9); k = 4: delta 3 (threshold 7)
+    v = np.full(40, -5.0)
+    v[[0, 1, 2, 5, 6]] = [-1.2, -10.0, 1.5, 2.0, 2.0]  # top m = 2 columns: 5 and 6; then column 2 (v_rest = 1.5)
+    product = MaxPlus(B, k=2, m=2, tiers=2, growth=2)
+    np.testing.assert_array_equal(product.thr[:, 0], [9.0, 7.0])
+    out = np.empty(1)
+    assert product(v, out) == 0  # resolved by the second tier, not the plain product
+    assert out[0] == 9.5 == _plain_max_plus(B, v)[0]
+
+
+def test_a_row_without_candidates_does_not_cut_the_last_candidate_of_the_row_before():
+    """The last row's threshold rounds to its max (entries near 1e20): it has no candidates. Row 1's max (5 - 0.05) is
+    its last candidate; a segmented max whose empty last row was clipped onto row 1's last entry would miss it and,
+    since the rest (4.7) passes row 1's bound (4.6 + 0), return 4.7 (the screen before this change did)."""
+    V = 16
+    B = np.zeros((3, V))
+    B[0, :3] = [3.0, 2.0, 1.5]
+    B[1, [0, 1, 2, 3, 15]] = [4.7, -100.0, -100.0, 4.6, 5.0]
+    B[2] = 1e20 + np.arange(V)
+    v = np.zeros(V)
+    v[[1, 2]] = 1.0
+    v[15] = -0.05
+    product = MaxPlus(B, k=3, m=2, tiers=1)
+    assert product.screen and product.has0.tolist() == [0, 1]
+    out = np.empty(3)
+    product(v, out)
+    np.testing.assert_array_equal(out, _plain_max_plus(B, v))
+    assert out[1] == 4.95
+
+
+def test_later_tiers_resolve_rows_the_first_leaves():
+    """Three tiers leave fewer rows to the plain product than one (the tier rounds do work), with the same output."""
+    mw, reward = _dense_bigram_world()
+    B = reward.bigram[1:]
+    rng = np.random.default_rng(0)
+    one, three = MaxPlus(B, k=4, m=8, tiers=1), MaxPlus(B, k=4, m=8, tiers=3)
+    plain = {1: 0, 3: 0}
+    for _ in range(5):
+        v = 3.0 * rng.normal(size=mw.vocab_size)
+        out1, out3 = np.empty(B.shape[0]), np.empty(B.shape[0])
+        plain[1] += one(v, out1)
+        plain[3] += three(v, out3)
+        np.testing.assert_array_equal(out1, _plain_max_plus(B, v))
+        np.testing.assert_array_equal(out3, out1)
+    assert plain[3] < 0.5 * plain[1]
 
 
 def test_large_world_runs_without_enumeration():

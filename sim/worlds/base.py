@@ -538,6 +538,12 @@ class World(ABC):
             return policy.prompt_returns(reward)
         return self.policy_values(policy, reward)[0][0]
 
+    def step_offsets(self) -> tuple[int, np.ndarray, int] | None:
+        """``(b, offset, S)`` when the next state of every ``(s, a)`` is ``s * b + offset[a]`` (global indices;
+        ``offset`` int64 (A,)), an episode end exactly where that falls outside ``[0, S)``: the batched env's fast
+        step. None (the default) when the world has no such closed form; :meth:`next_state` is then used."""
+        return None
+
     # -------------------------------------------------------------- evaluation
     def occupancy(self, policy: Rows) -> list[np.ndarray]:
         """``d_t`` (n_t,): the probability of visiting each state (level 0: uniform over prompts)."""

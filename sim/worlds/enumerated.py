@@ -20,7 +20,16 @@ import math
 import numpy as np
 
 from sim.errors import ConfigError, check
-from sim.worlds.base import BLOCK_ENTRIES, Rows, Sequences, SequenceSource, Table, World, blockable, rows_of
+from sim.worlds.base import (
+    BLOCK_ENTRIES,
+    Rows,
+    Sequences,
+    SequenceSource,
+    Table,
+    World,
+    blockable,
+    rows_of,
+)
 
 #: The largest enumerated world, in state-action entries ``S * A``.
 MAX_ENUMERATED_ENTRIES = 50_000_000
@@ -173,6 +182,18 @@ class EnumeratedWorld(World):
     def push_into(self, t: int, lo: int, hi: int, mass: np.ndarray, out: np.ndarray) -> None:
         b = self.branching
         out[lo * b : hi * b] += mass.reshape(-1)  # the children of a block of states are one block
+
+    def step_offsets(self) -> tuple[int, np.ndarray, int] | None:
+        """:meth:`next_state` in closed form: ``s * b + offset[a]``, ``offset[a] = P + a - f`` (``-2^62`` for EOS).
+        A state of the last level has every child at or past ``S`` (``level_start[t + 1] = b level_start[t] + P``), so
+        one unsigned comparison with ``S`` finds both kinds of episode end (tested against :meth:`next_state` for
+        every state and action)."""
+        if self.branching != self.n_actions - self.first_token:
+            return None
+        offset = self.n_prompts + np.arange(self.n_actions, dtype=np.int64) - self.first_token
+        if self.eos:
+            offset[0] = -(2**62)
+        return self.branching, offset, self.n_states
 
     @property
     def next_table(self) -> np.ndarray:

@@ -13,12 +13,13 @@ optimal values, the soft optimum and the value of any Markov policy, and that tr
 
 A Markov reward is kept factored, ``r(p, t, y, a) = bigram[y, a] + row[t, p, a]`` (:class:`FactoredReward`), so no
 ``(S, A)`` table is ever built: a level's rows are formed when asked. The argmax values use a screened max-plus
-product (:class:`MaxPlus`) that mostly avoids reading the bigram matrix and is bit for bit the plain product.
+product (:class:`MaxPlus`) that mostly avoids reading the bigram matrix and is bit for bit the plain product; its
+screen is built on a reward's first solve and kept on the reward (:meth:`FactoredReward.max_plus`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,6 +34,8 @@ WHY = "on a compressed world (env.compressed=true)"
 
 #: Rows of Q added and reduced at a time when unscreened: 64 rows x 1000 tokens x 8 bytes = 512 KiB stays in cache.
 BLOCK_BYTES = 512 * 1024
+#: Contiguous copies of the bigram matrix's columns a screened max-plus product keeps (:class:`MaxPlus`).
+COLUMN_CACHE_BYTES = 64 * 1024**2
 
 #: The largest (V + 1) x V table a bigram term may allocate: 1.5e8 float64 entries = 1.2 GB, i.e. V <= 12,246.
 #: Beyond it, worlds must do without bigram terms (position-only oracles run at V = 50,000).
@@ -215,12 +218,14 @@ class MarkovWorld(World):
     # ---------------------------------------------------------- exact solve
     def optimal_values(self, reward) -> list[np.ndarray]:
         """Optimal values per level; with a bigram term each step is a screened max-plus product (:class:`MaxPlus`)
-        over the fixed bigram matrix, bit for bit the plain product."""
+        over the fixed bigram matrix, bit for bit the plain product. The screen is built on the reward's first solve
+        (one read of the bigram matrix) and kept on it (:meth:`FactoredReward.max_plus`), so later solves of the same
+        reward cost ``O(H P (k + m) V)``."""
         if not isinstance(reward, FactoredReward) or reward.bigram is None:
             return super().optimal_values(reward)
-        P, V, H, b, f = self.n_prompts, self.vocab_size, self.horizon, self.branching, self.first_token
+        P, V, H, b = self.n_prompts, self.vocab_size, self.horizon, self.branching
         cont = self.continuing()
-        product = MaxPlus(reward.bigram[f:V], k=max(16, V // 40)) if H > 1 else None
+        product = reward.max_plus() if H > 1 else None  # built on the first solve, kept on the reward
         vec = np.empty(V)
         values: list[np.ndarray] = [np.empty(0)] * H
         nxt = None  # (P, b): the next level's values per prompt and last token
@@ -245,13 +250,37 @@ class FactoredReward:
 
     Attributes:
         world: the Markov world.
-        bigram: (V + 1, V) or None (no dependence on the previous token; row ``V`` is BOS).
+        bigram: (V + 1, V) or None (no dependence on the previous token; row ``V`` is BOS). Not modified in place once
+            the reward has been solved: the screen of :meth:`max_plus` is kept for it, and the array is made
+            read-only then (assign a new array to change the reward; ``+`` and ``*`` return new rewards).
         row: (H, P, V): the unigram, position, prompt and length-at-end terms.
     """
 
     world: MarkovWorld
     bigram: np.ndarray | None
     row: np.ndarray
+    _screen: tuple | None = field(default=None, init=False, repr=False)
+
+    def max_plus(self) -> MaxPlus:
+        """The screened max-plus product over the bigram rows of the non-EOS tokens (:class:`MaxPlus`), built on the
+        first call and kept on this reward while ``bigram`` stays the same array (assigning a new one rebuilds it).
+
+        The cache is one screen per reward object, freed with it, and bounded: at most
+        :data:`COLUMN_CACHE_BYTES` plus the candidates (about ``12 x 256`` bytes per token, ``4 x`` that at worst),
+        e.g. 90 MB at V = 10,000 beside the bigram table's 800 MB (``reward.max_plus().cached_bytes``). It is not
+        pickled (a copy rebuilds its own). The first solve builds it (one read of the table: 0.34 s at V = 10,000,
+        H = 8, against 0.02 s for each later solve).
+        """
+        w = self.world
+        cached = self._screen
+        if cached is None or cached[0] is not self.bigram:
+            self.bigram.flags.writeable = False  # a screen of stale entries would be silently wrong
+            cached = (self.bigram, MaxPlus(self.bigram[w.first_token : w.vocab_size]))
+            self._screen = cached
+        return cached[1]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_screen": None}
 
     def level(self, t: int) -> np.ndarray:
         w = self.world
@@ -304,57 +333,147 @@ class MaxPlus:
     call (an add and a max over ``n x V`` entries). A screen computes the max exactly over a small candidate set and
     proves that nothing outside it can beat it:
 
-    * ``T_y``: the entries of row ``y`` above a threshold ``thr_y = max_a B[y, a] - delta`` (found once; ``delta``
-      is chosen so that about ``k`` entries per row pass);
+    * ``T_y^j``: the entries of row ``y`` above a threshold ``thr_j[y] = max_a B[y, a] - delta_j``, in tiers
+      ``j = 0, 1, ...`` (``delta_j`` is chosen so that about ``k * growth^j`` entries per row pass; found once);
     * ``S``: the ``m`` columns with the largest ``v[a]`` (found per call, O(V)).
 
-    Every other column has ``B[y, a] <= thr_y`` and ``v[a] <= v_m`` (the largest ``v`` outside S), so, because
-    rounding is monotone, ``fl(B[y, a] + v[a]) <= fl(thr_y + v_m)``. Rows whose candidate max reaches that bound
-    are exact, bit for bit the plain result; the others (and every row when the screen cannot help: non-finite
-    entries, constant rows, too many candidates) are computed plainly in cache-sized blocks.
+    Every column outside ``T_y^j`` and ``S`` has ``B[y, a] <= thr_j[y]`` and ``v[a] <= v_m`` (the largest ``v``
+    outside S), so, because rounding is monotone, ``fl(B[y, a] + v[a]) <= fl(thr_j[y] + v_m)``. Each call takes the
+    max over ``T_y^0`` and ``S`` for every row; rows whose max reaches the bound are exact, bit for bit the plain
+    result; the others take the next tier's candidates (only theirs), and rows left after the last tier (and every
+    row when the screen cannot help: non-finite entries, constant rows, too many candidates) are computed plainly,
+    a cache-sized block of rows at a time. A call costs ``O((k + m) n)`` plus ``V`` per row left to the plain product.
+
+    The columns of ``B`` that ``S`` picks are read from a cache of contiguous copies (a column read in place is a
+    strided gather, about 30 times slower): the whole transpose when it fits in :data:`COLUMN_CACHE_BYTES`, else
+    that many bytes of the most recently used columns. With the candidates, the cache is what the screen keeps
+    beyond ``B``: at most ``COLUMN_CACHE_BYTES`` plus about ``12 k growth^(tiers-1) n`` bytes of candidates (at most
+    4 times that), e.g. 67 + 23 MB at V = 10,000 with the defaults (measured), against B's 800 MB.
 
     Args:
-        B: (n, V) float64.
-        k: the target number of row candidates; m: the number of column candidates (both at most ``V / 4``).
+        B: (n, V) float64, not modified while the screen is in use (it is read, never copied whole, except for the
+            transpose of a small B).
+        k: row candidates of the first tier; m: column candidates (at most ``V / 4``; by default ``V / 16`` within
+            [32, 128]). A tier has at most ``max(min(V / 4, 64), V / 16)`` candidates per row: at V = 1000 the tiers
+            are 16 and 64, at V = 10,000 16, 64 and 256.
+        tiers, growth: the number of row tiers, and the factor between their candidate counts.
     """
 
-    #: A transposed copy makes the per-call column gather contiguous; above this size it is gathered in place.
-    TRANSPOSE_BYTES = 64 * 1024**2
-
-    def __init__(self, B: np.ndarray, k: int = 16, m: int = 64) -> None:
+    def __init__(self, B: np.ndarray, k: int = 16, m: int | None = None, tiers: int = 3, growth: int = 4) -> None:
         self.B = B
         n, V = B.shape
+        if m is None:  # more columns as V grows (fewer rows left to the plain product), 64 at V = 1000, 128 from 2048
+            m = min(128, max(32, V // 16))
         self.m = min(m, max(1, V // 4))
         self.block = max(1, BLOCK_BYTES // (8 * V))
         self.screen = V >= 4
-        if self.screen:
-            self._build(min(k, max(1, V // 4)))
+        self.n_tiers = 0
+        if self.screen:  # row tiers of k, k growth, ... candidates, at most max(min(V / 4, 64), V / 16)
+            cap = max(min(V // 4, 64), V // 16, 1)
+            self._build(sorted({min(k * growth**j, cap) for j in range(max(1, tiers))}))
 
-    def _build(self, k: int) -> None:
+    def _build(self, ks: list[int]) -> None:
         B = self.B
         n, V = B.shape
         rmax = B.max(axis=1)
         sample = np.linspace(0, n - 1, min(n, 16)).astype(int)
-        kth = np.partition(B[sample], V - k, axis=1)[:, V - k]
-        delta = float(np.median(rmax[sample] - kth))
-        if not (np.isfinite(rmax).all() and np.isfinite(delta) and delta > 0):
+        kth = np.partition(B[sample], [V - k for k in ks], axis=1)
+        deltas: list[tuple[int, float]] = []  # (k, delta), delta strictly increasing
+        for k in ks:
+            d = float(np.median(rmax[sample] - kth[:, V - k]))
+            if np.isfinite(d) and d > (deltas[-1][1] if deltas else 0.0):
+                deltas.append((k, d))
+        if not deltas or not np.isfinite(rmax).all():
             self.screen = False
             return
-        thr = rmax - delta
-        mask = B > thr[:, None]
-        if np.count_nonzero(mask) > 4 * k * n:
-            self.screen = False
-            return
+        while True:  # the widest tier must stay near its target size (else drop it; no tier left: no screen)
+            mask = B > (rmax - deltas[-1][1])[:, None]
+            if np.count_nonzero(mask) <= 4 * deltas[-1][0] * n:
+                break
+            deltas.pop()
+            if not deltas:
+                self.screen = False
+                return
+        J = len(deltas)
+        thr = rmax[None, :] - np.array([d for _, d in deltas])[:, None]  # (J, n): non-increasing along the tiers
         flat = np.flatnonzero(mask)
+        del mask
         rows = flat // V
-        self.tval = B.ravel()[flat]
-        self.tcol = flat - rows * V
-        starts = np.searchsorted(rows, np.arange(n))
-        # A row whose threshold rounded to its max has no candidates: it is always computed plainly.
-        self.empty = np.diff(np.append(starts, flat.size)) == 0
-        self.starts = np.minimum(starts, flat.size - 1)
+        cols = flat - rows * V
+        vals = B.ravel()[flat]
+        # an entry's tier: the first j with B > thr_j[y] (every entry passes the last one)
+        tier = np.zeros(flat.size, dtype=np.int8)
+        for j in range(J - 1):
+            tier += vals <= thr[j, rows]
+        parts = [np.flatnonzero(tier == j) for j in range(J)]  # by tier, then row: each tier's rows contiguous
+        order = np.concatenate(parts)
+        self.tval = vals[order]
+        self.tcol = cols[order].astype(np.int32 if V < 2**31 else np.int64)
+        # (tier j, row y) holds tval[bounds[j * n + y] : bounds[j * n + y + 1]]
+        offsets = np.cumsum([0] + [p.size for p in parts])
+        self.bounds = np.concatenate(
+            [offsets[j] + np.searchsorted(rows[p], np.arange(n)) for j, p in enumerate(parts)] + [offsets[-1:]]
+        )
         self.thr = thr
-        self.BT = np.ascontiguousarray(B.T) if B.nbytes <= self.TRANSPOSE_BYTES else None
+        self.n_tiers = J
+        b0 = self.bounds[: n + 1]
+        # rows without first-tier candidates (their max rounds to the threshold) are left out of the first tier's
+        # segmented max: clipping their starts instead would cut the last candidate off the row before them
+        self.has0 = np.flatnonzero(b0[1:] > b0[:-1])
+        self.starts0 = b0[:-1][self.has0]
+        C = min(V, max(self.m, COLUMN_CACHE_BYTES // (8 * n)))
+        self._coltmp = np.empty(n)
+        self._stamp = np.full(C, -1, dtype=np.int64)  # the call that last used each cached column
+        self._tick = 0
+        if C == V:  # the whole transpose
+            self._cols = np.ascontiguousarray(B.T)
+            self._slot = np.arange(V)
+            self._owner = None
+        else:
+            self._cols = np.empty((C, n))
+            self._slot = np.full(V, -1, dtype=np.int64)  # column -> its row in _cols, -1 if not cached
+            self._owner = np.full(C, -1, dtype=np.int64)
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes the screen keeps beyond ``B`` (candidates, thresholds and the column cache)."""
+        if not self.screen:
+            return 0
+        parts = (self.tval, self.tcol, self.bounds, self.thr, self.has0, self.starts0, self._cols, self._slot)
+        return int(sum(x.nbytes for x in parts))
+
+    def _column_slots(self, S: np.ndarray) -> np.ndarray:
+        """Rows of the column cache holding the columns ``S`` (those not cached are copied in, evicting the least
+        recently used; never a column of ``S``, since ``m`` <= the cache's size)."""
+        if self._owner is None:  # the whole transpose: column a is row a
+            return S
+        self._tick += 1
+        slots = self._slot[S]
+        miss = slots < 0
+        if miss.any():
+            new = S[miss]
+            self._stamp[slots[~miss]] = self._tick
+            victims = np.argpartition(self._stamp, new.size - 1)[: new.size]
+            old = self._owner[victims]
+            self._slot[old[old >= 0]] = -1
+            self._cols[victims] = np.take(self.B, new, axis=1).T
+            self._owner[victims] = new
+            self._slot[new] = victims
+            slots = self._slot[S]
+        self._stamp[slots] = self._tick
+        return slots
+
+    def _column_max(self, slots: np.ndarray, vs: np.ndarray) -> np.ndarray:
+        """``max_i (cols[slots[i]] + vs[i])`` over the cached columns: in one (m, n) temporary while it stays in cache
+        (1 MB), else a column at a time (measured: each is the faster one on its side)."""
+        if slots.size * self._cols.shape[1] * 8 <= 2 * BLOCK_BYTES:
+            return (self._cols[slots] + vs[:, None]).max(axis=0)
+        best = self._cols[slots[0]] + vs[0]
+        tmp = self._coltmp
+        for i in range(1, slots.size):
+            np.add(self._cols[slots[i]], vs[i], out=tmp)
+            np.maximum(best, tmp, out=best)
+        return best
 
     def plain(self, v: np.ndarray, out: np.ndarray, rows: np.ndarray | None = None) -> None:
         """The unscreened product (over ``rows`` only, if given), in blocks of rows that stay in cache."""
@@ -380,14 +499,35 @@ class MaxPlus:
         order = np.argpartition(v, V - self.m - 1)
         S = order[V - self.m :]
         v_rest = v[order[V - self.m - 1]]
-        if self.BT is not None:
-            best = (self.BT[S] + v[S, None]).max(axis=0)
-        else:
-            best = (np.take(self.B, S, axis=1) + v[S]).max(axis=1)
-        np.maximum(best, np.maximum.reduceat(self.tval + v[self.tcol], self.starts), out=best)
-        exact = (best >= self.thr + v_rest) & ~self.empty
+        best = self._column_max(self._column_slots(S), v[S])
+        end0 = int(self.bounds[n])
+        if end0:
+            first = np.maximum.reduceat(self.tval[:end0] + v[self.tcol[:end0]], self.starts0)
+            if self.has0.size == n:
+                np.maximum(best, first, out=best)
+            else:
+                np.maximum(best[self.has0], first, out=first)
+                best[self.has0] = first
+        exact = best >= self.thr[0] + v_rest
         out[exact] = best[exact]
         rest = np.flatnonzero(~exact)
+        best = best[rest]
+        for j in range(1, self.n_tiers):  # the next tier's candidates of the rows left, and only theirs
+            if not rest.size:
+                return 0
+            lo = self.bounds[j * n + rest]
+            count = self.bounds[j * n + rest + 1] - lo
+            total = int(count.sum())
+            if total:
+                has = count > 0
+                start = np.cumsum(count) - count
+                idx = np.repeat(lo - start, count) + np.arange(total)
+                seg = np.maximum.reduceat(self.tval[idx] + v[self.tcol[idx]], start[has])
+                np.maximum(best[has], seg, out=seg)
+                best[has] = seg
+            exact = best >= self.thr[j, rest] + v_rest
+            out[rest[exact]] = best[exact]
+            rest, best = rest[~exact], best[~exact]
         if rest.size:
             self.plain(v, out, rest)
         return int(rest.size)
