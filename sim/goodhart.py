@@ -2,13 +2,14 @@
 arXiv:2310.09144): the projected angle between two rewards, the normalised drop height of an optimisation path, and
 the early-stopping rule.
 
-**Occupancy measures.** A policy pi of the enumerated tree has the state-action occupancy
+**Occupancy measures.** A policy pi of a world (of its states: prefixes of the tree on an enumerated world,
+(prompt, position, last token) on a compressed one) has the state-action occupancy
 ``eta(s, a) = d_pi(s) pi(a|s)`` (``d_pi`` from :meth:`sim.worlds.World.occupancy`; the horizon is finite, so the
 paper's discount is gamma = 1), and ``J_R(pi) = <eta, R>`` over the ``S * A`` entries (their Section 2.1). The set
 ``Omega`` of occupancies is a polytope, cut out of ``eta >= 0`` by the flow constraints, one per state ``s``:
 
     sum_a eta(s, a) = 1 / P                              (s a prompt: the uniform initial distribution)
-    sum_a eta(s, a) = eta(parent(s), a_in(s))            (every other prefix: the one transition into it)
+    sum_a eta(s, a) = sum of eta over the transitions into s   (every other state; on the tree, the one from its parent)
 
 Written ``C eta = b`` with ``C`` the (S, S*A) constraint matrix, the linear subspace parallel to ``Omega``'s affine
 hull is ``L = null(C)`` (every transition is reachable, so ``Omega`` is full-dimensional in its affine hull).
@@ -21,10 +22,13 @@ space of ``C``, ``M R = R - C^T lam`` with ``(C C^T) lam = C R``; entrywise
 
 so ``M R`` is the potential-shaped version of ``R`` (potential ``-lam``) with the least Euclidean norm. Two rewards
 whose returns differ on every complete sequence only by a per-prompt constant (potential shaping, constant shifts,
-moving rewards to the last token) have the same ``M R``: angle 0; ``-R`` has angle pi. On the tree ``C C^T`` is
-tridiagonal over the tree (diagonal ``V + [t >= 1]``, ``-1`` between a state and its children), so ``lam`` comes from
-one elimination sweep up the tree and one back-substitution down, level by level: with ``b`` children per state below
-the last level and ``c(s) = sum_a R(s, a) - R(parent(s), a_in(s))``,
+moving rewards to the last token) have the same ``M R``: angle 0; ``-R`` has angle pi. In general ``C C^T`` is
+``diag(A + in-degree) - (adjacency + adjacency^T)`` over the states, a grounded graph Laplacian, solved by conjugate
+gradients through the world's ``continuation`` and ``push`` (:meth:`sim.worlds.World.occupancy_potentials`; checked
+against the pseudo-inverse of the explicit ``C`` on both world kinds). On the tree it is tridiagonal over the tree
+(diagonal ``V + [t >= 1]``, ``-1`` between a state and its children), so the enumerated world solves it exactly
+with one elimination sweep up the tree and one back-substitution down, level by level: with ``b`` children per state
+below the last level and ``c(s) = sum_a R(s, a) - R(parent(s), a_in(s))``,
 
     D_{H-1} = V + [H > 1],  D_t = V + [t >= 1] - b beta_{t+1},  beta_t = [t >= 1] / D_t
     alpha(s) = (c(s) + sum_children alpha(child)) / D_t
@@ -65,8 +69,9 @@ a claim; the unit tests check it on random worlds).
 
 In rmsim: ``R0`` is the oracle's reward, ``R1`` the proxy the agent optimises (``ctx.proxy``), the path is the soft
 planner's beta path (``sim.agents.base.beta_path``: pressure ``1/beta`` rising from ``path_max_beta`` to ``beta``).
-Only the enumerated tree is handled: a compressed world's states merge prefixes, its occupancy polytope is another one
-(and its prefix tree cannot be listed), so these functions refuse it.
+On a compressed world the same definitions apply to its own MDP, whose states merge the prefixes that end in the same
+token at the same position: another occupancy polytope than the prefix tree's (the angle between two rewards is not
+the same number on the two kinds of one world, but each is Karwowski et al.'s angle for the MDP at hand).
 """
 
 from __future__ import annotations
@@ -75,71 +80,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sim.errors import ConfigError
 from sim.worlds.base import Rows, Table, block_rows
 
 #: An occupancy step shorter than this (Euclidean, over the S*A entries) is no move: angle 0.
 MIN_STEP = 1e-10
 
 
-def applies(world) -> bool:
-    """Whether the measures here apply to ``world``: its states are the prefixes of one tree (an enumerated world),
-    whose occupancy polytope is the one the paper's definitions use. A compressed world merges prefixes."""
-    return bool(getattr(world, "enumerable", False))
-
-
-def _require_tree(world) -> None:
-    if not applies(world):
-        raise ConfigError(
-            "env.compressed",
-            True,
-            "an enumerated world (the projected angle and the early-stopping rule live in the prefix tree's "
-            "occupancy space, which a compressed world never builds)",
-        )
-
-
-def pivots(world) -> np.ndarray:
-    """``D_t`` (H,): the pivots of the elimination of ``C C^T`` up the tree (module docstring)."""
-    H, V, b = world.horizon, world.n_actions, world.branching
-    D = np.empty(H)
-    beta_next = 0.0
-    for t in reversed(range(H)):
-        D[t] = V + (t >= 1) - (b * beta_next if t < H - 1 else 0.0)
-        beta_next = (t >= 1) / D[t]
-    return D
-
-
-def _parent_values(world, t: int, x: np.ndarray) -> np.ndarray:
-    """(n_t,): each level-``t`` state's parent's entry of ``x`` (n_{t-1},) (a tree: one parent each)."""
-    return world.push(t - 1, np.broadcast_to(x[:, None], (x.size, world.branching)))
-
-
 def potentials(world, reward: Rows) -> list[np.ndarray]:
     """``lam_t`` (n_t,) per level: ``M R = R - lam(s) + lam(s')`` is the projection of ``reward`` onto the space
-    parallel to the occupancy polytope (module docstring). Two sweeps over the tree, a level of rows at a time."""
-    _require_tree(world)
-    H, f = world.horizon, world.first_token
-    D = pivots(world)
-    gamma: list[np.ndarray] = [np.empty(0)] * H
-    for t in reversed(range(H)):  # up: gamma(s) = (sum_a R - sum_{a -> child} R / D_{t+1} + sum_children gamma) / D_t
-        g = np.empty(int(world.sizes[t]))
-        below = world.continuation(t, gamma[t + 1]).sum(axis=1) if t < H - 1 else None
-        for lo, hi, whole in world.blocks(t, reward):
-            r = np.asarray(block_rows(reward, t, lo, hi, whole), dtype=np.float64)
-            acc = r.sum(axis=1)
-            if below is not None:
-                acc -= r[:, f:].sum(axis=1) / D[t + 1]
-                acc += below[lo:hi]
-            g[lo:hi] = acc / D[t]
-        gamma[t] = g
-    lam = gamma  # down: lam(s) = gamma(s) - R(parent, a_in) / D_t + beta_t lam(parent), overwriting gamma
-    for t in range(1, H):
-        into = np.zeros(int(world.sizes[t]))
-        for lo, hi, whole in world.blocks(t - 1, reward):
-            r = np.asarray(block_rows(reward, t - 1, lo, hi, whole), dtype=np.float64)
-            world.push_into(t - 1, lo, hi, np.ascontiguousarray(r[:, f:]), into)
-        lam[t] = lam[t] + (_parent_values(world, t, lam[t - 1]) - into) / D[t]  # beta_t = 1 / D_t for t >= 1
-    return lam
+    parallel to the occupancy polytope (module docstring): :meth:`sim.worlds.World.occupancy_potentials` (an
+    elimination up and down the prefix tree on an enumerated world; conjugate gradients on a compressed one)."""
+    return world.occupancy_potentials(reward)
 
 
 def projected_rows(world, reward: Rows, lam: list[np.ndarray], t: int, lo: int, hi: int, whole: bool) -> np.ndarray:
@@ -249,7 +200,6 @@ def step_angle(gain: float, proxy_norm: float, distance: float) -> float:
 def path_step_angles(world, proxy: Rows, policies: Sequence[Rows]) -> list[float]:
     """``angle(M R1, eta_{k+1} - eta_k)`` for the ``K - 1`` steps of a path of ``K`` policies (occupancies formed
     once each)."""
-    _require_tree(world)
     norm = projected_norm(world, proxy)
     policies = [Table(world, world.table(p)) for p in policies]  # rows formed once (a soft policy forms them per call)
     occ = [world.occupancy(p) for p in policies]

@@ -1,7 +1,8 @@
 """``sim.goodhart``: the projected angle, NDH and the early-stopping rule against brute force on tiny worlds.
 
 The reference builds the flow-constraint matrix ``C`` (one row per state: its outflow minus its inflow) explicitly and
-projects with numpy's pseudo-inverse: ``M = I - C^+ C``. The library solves the tree-tridiagonal system instead.
+projects with numpy's pseudo-inverse: ``M = I - C^+ C``. The library solves the tree-tridiagonal system on an
+enumerated world and runs conjugate gradients on a compressed one (whose own MDP has another polytope).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ WORLDS = {
     "no_eos": EnvConfig(n_prompts=2, vocab_size=3, horizon=3, eos=False),
     "h1": EnvConfig(n_prompts=3, vocab_size=4, horizon=1),
     "softmax_ref": EnvConfig(n_prompts=1, vocab_size=5, horizon=3, reference="softmax"),
+    "compressed": EnvConfig(n_prompts=2, vocab_size=4, horizon=4, compressed=True),
+    "compressed_no_eos": EnvConfig(
+        n_prompts=1, vocab_size=5, horizon=3, eos=False, reference="bigram", compressed=True
+    ),
 }
 
 
@@ -90,7 +95,7 @@ def test_projection_preserves_every_return_difference():
     assert lhs == pytest.approx(rhs, abs=1e-12)
 
 
-@pytest.mark.parametrize("name", ["tiny", "no_eos", "softmax_ref"])
+@pytest.mark.parametrize("name", ["tiny", "no_eos", "softmax_ref", "compressed", "compressed_no_eos"])
 def test_potential_shaping_and_constants_give_angle_zero_and_negation_pi(name):
     s = setup_of(name, seed=4)
     world = s.world
@@ -165,12 +170,14 @@ def _path(world, proxy, k=25):
     return [world.soft_policy(proxy, float(b)) for b in np.geomspace(100.0, 0.001, k)]
 
 
-def test_the_rule_never_lets_the_true_return_fall_when_the_angle_is_within_theta():
-    """The guarantee (a theorem, checked here on random worlds): with ``arg(R0, R1) <= theta``, the true return is
-    non-decreasing over the path's points up to the stop. Where the full path drops, the rule stops before it."""
+@pytest.mark.parametrize("name", ["tiny", "compressed"])
+def test_the_rule_never_lets_the_true_return_fall_when_the_angle_is_within_theta(name):
+    """The guarantee (a theorem, checked here on random worlds of both kinds): with ``arg(R0, R1) <= theta``, the true
+    return is non-decreasing over the path's points up to the stop. Where the full path drops, the rule stops before
+    it."""
     drops_seen = 0
     for seed in range(12):
-        s = setup_of("tiny", seed=seed, angle=0.6)
+        s = setup_of(name, seed=seed, angle=0.6)
         world, r0, r1 = s.world, s.oracle.reward, s.channel.expected()
         theta = goodhart.reward_angle(world, r0, r1)
         path = _path(world, r1)
@@ -201,12 +208,30 @@ def test_soft_planner_early_stop_option(tmp_path):
     assert full.extra["path_ndh"] == pytest.approx((j0.max() - j0[-1]) / (best - worst))
 
 
-def test_compressed_worlds_are_refused():
+def test_the_rule_runs_on_a_compressed_world_and_bad_settings_are_refused():
     from experiments.config import compose_config
+    from sim.run import run
 
     with pytest.raises(ConfigError, match="early_stop_angle"):
         AgentConfig(early_stop_angle=2.0)
-    with pytest.raises(ConfigError, match="enumerated"):
-        compose_config(["env=large", "agent.path=true", "agent.early_stop_angle=0.3"])
     with pytest.raises(ConfigError, match="agent.path=true"):
         compose_config(["env=tiny", "agent.early_stop_angle=0.3"])
+    base = ["env.compressed=true", "env.vocab_size=20", "env.horizon=6", "env.n_prompts=1", "agent=soft_planner",
+            "agent.path=true", "agent.beta=0.01", "agent.checkpoints=8", "corruption.misspec.angle=1.0"]  # fmt: skip
+    full = run(compose_config(base)).metrics
+    stop = run(compose_config([*base, "agent.early_stop_angle=0.3"])).metrics
+    assert 0 < full["reward_angle"] < np.pi and full["path_ndh"] >= 0
+    assert 1 <= stop["early_stop_step"] <= 8 and stop["reward_angle"] == full["reward_angle"]
+
+
+@pytest.mark.parametrize("name", ["tiny", "no_eos", "h1", "softmax_ref"])
+def test_the_trees_elimination_is_the_generic_solve(name):
+    """The enumerated world's exact elimination and the conjugate gradients every world inherits give the same
+    potentials (to rounding)."""
+    from sim.worlds.base import World
+
+    s = setup_of(name, seed=2, angle=0.9)
+    for reward in (s.oracle.reward, s.channel.expected()):
+        tree = np.concatenate(s.world.occupancy_potentials(reward))
+        generic = np.concatenate(World.occupancy_potentials(s.world, reward))
+        assert np.abs(tree - generic).max() < 1e-10 * max(1.0, np.abs(tree).max())

@@ -544,6 +544,71 @@ class World(ABC):
         step. None (the default) when the world has no such closed form; :meth:`next_state` is then used."""
         return None
 
+    # ------------------------------------------------------- occupancy space
+    def flow_reward(self, reward: Rows) -> list[np.ndarray]:
+        """``C R`` per level (n_t,): ``sum_a R(s, a)`` minus the reward of the transitions into ``s``, where ``C`` is
+        the (S, S * A) matrix of the flow constraints of the occupancy polytope (``sim.goodhart``)."""
+        f = self.first_token
+        out = []
+        for t in range(self.horizon):
+            c = np.empty(int(self.sizes[t]))
+            for lo, hi, whole in self.blocks(t, reward):
+                c[lo:hi] = np.asarray(block_rows(reward, t, lo, hi, whole), dtype=np.float64).sum(axis=1)
+            if t >= 1:
+                into = np.zeros(int(self.sizes[t]))
+                for lo, hi, whole in self.blocks(t - 1, reward):
+                    r = np.asarray(block_rows(reward, t - 1, lo, hi, whole), dtype=np.float64)
+                    self.push_into(t - 1, lo, hi, np.ascontiguousarray(r[:, f:]), into)
+                c -= into
+            out.append(c)
+        return out
+
+    def occupancy_potentials(self, reward: Rows, rtol: float = 1e-13) -> list[np.ndarray]:
+        """``lam_t`` (n_t,) per level with ``(C C^T) lam = C R``: then ``R(s, a) - lam(s) + lam(s')`` (``lam(s') = 0``
+        at an episode end) is the orthogonal projection of ``reward`` onto the space parallel to the occupancy
+        polytope (``sim.goodhart``). ``C C^T = diag(A + in-degree) - (adjacency + adjacency^T)`` over the states, a
+        grounded graph Laplacian (every transition that ends an episode grounds it), symmetric positive definite;
+        solved here by conjugate gradients, applying it through :meth:`continuation` and :meth:`push` (any world).
+        A world whose graph allows a direct elimination overrides this (the prefix tree does).
+
+        Raises:
+            RunError: if conjugate gradients do not reach ``rtol`` (relative residual) in ``10 S`` iterations.
+        """
+        from scipy.sparse.linalg import LinearOperator, cg
+
+        from sim.errors import RunError
+
+        H, A, b = self.horizon, self.n_actions, self.branching
+        sizes, starts = [int(n) for n in self.sizes], self.level_start
+        deg = [np.full(sizes[0], float(A))]
+        for t in range(1, H):
+            deg.append(A + self.push(t - 1, np.ones((sizes[t - 1], b))))
+        deg_all = np.concatenate(deg)
+
+        def matvec(x: np.ndarray) -> np.ndarray:
+            x = np.asarray(x, dtype=np.float64).ravel()
+            lam = [x[starts[t] : starts[t + 1]] for t in range(H)]
+            y = deg_all * x
+            for t in range(H):
+                seg = y[starts[t] : starts[t + 1]]
+                if t < H - 1:
+                    seg -= np.asarray(self.continuation(t, lam[t + 1])).sum(axis=1)
+                if t >= 1:
+                    seg -= self.push(t - 1, np.repeat(lam[t - 1][:, None], b, axis=1))
+            return y
+
+        rhs = np.concatenate(self.flow_reward(reward))
+        scale = float(np.linalg.norm(rhs))
+        if scale == 0.0:
+            return [np.zeros(n) for n in sizes]
+        op = LinearOperator((rhs.size, rhs.size), matvec=matvec, dtype=np.float64)
+        x, info = cg(op, rhs, rtol=rtol, atol=0.0, maxiter=10 * rhs.size, M=LinearOperator(
+            (rhs.size, rhs.size), matvec=lambda v: np.asarray(v).ravel() / deg_all, dtype=np.float64))  # fmt: skip
+        residual = float(np.linalg.norm(matvec(x) - rhs)) / scale
+        if info != 0 or residual > 100 * rtol:
+            raise RunError(f"the occupancy projection did not converge (relative residual {residual:.2g})")
+        return [x[starts[t] : starts[t + 1]].copy() for t in range(H)]
+
     # -------------------------------------------------------------- evaluation
     def occupancy(self, policy: Rows) -> list[np.ndarray]:
         """``d_t`` (n_t,): the probability of visiting each state (level 0: uniform over prompts)."""

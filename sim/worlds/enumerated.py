@@ -27,6 +27,7 @@ from sim.worlds.base import (
     SequenceSource,
     Table,
     World,
+    block_rows,
     blockable,
     rows_of,
 )
@@ -194,6 +195,41 @@ class EnumeratedWorld(World):
         if self.eos:
             offset[0] = -(2**62)
         return self.branching, offset, self.n_states
+
+    def occupancy_potentials(self, reward: Rows, rtol: float = 1e-13) -> list[np.ndarray]:
+        """As :meth:`World.occupancy_potentials`, exactly: on the tree ``C C^T`` is tridiagonal over the tree (diagonal
+        ``A + [t >= 1]``, ``-1`` between a state and each child), so one elimination sweep up the tree and one
+        back-substitution down solve it, a level of rows at a time (``sim.goodhart``'s docstring has the recursion;
+        ``rtol`` is unused)."""
+        H, f, A, b = self.horizon, self.first_token, self.n_actions, self.branching
+        D = np.empty(H)  # the pivots of the elimination up the tree
+        beta_next = 0.0
+        for t in reversed(range(H)):
+            D[t] = A + (t >= 1) - (b * beta_next if t < H - 1 else 0.0)
+            beta_next = (t >= 1) / D[t]
+        gamma: list[np.ndarray] = [np.empty(0)] * H
+        for t in reversed(
+            range(H)
+        ):  # up: gamma(s) = (sum_a R - sum_{a -> child} R / D_{t+1} + sum_children gamma) / D_t
+            g = np.empty(int(self.sizes[t]))
+            below = self.continuation(t, gamma[t + 1]).sum(axis=1) if t < H - 1 else None
+            for lo, hi, whole in self.blocks(t, reward):
+                r = np.asarray(block_rows(reward, t, lo, hi, whole), dtype=np.float64)
+                acc = r.sum(axis=1)
+                if below is not None:
+                    acc -= r[:, f:].sum(axis=1) / D[t + 1]
+                    acc += below[lo:hi]
+                g[lo:hi] = acc / D[t]
+            gamma[t] = g
+        lam = gamma  # down: lam(s) = gamma(s) - R(parent, a_in) / D_t + beta_t lam(parent), overwriting gamma
+        for t in range(1, H):
+            into = np.zeros(int(self.sizes[t]))
+            for lo, hi, whole in self.blocks(t - 1, reward):
+                r = np.asarray(block_rows(reward, t - 1, lo, hi, whole), dtype=np.float64)
+                self.push_into(t - 1, lo, hi, np.ascontiguousarray(r[:, f:]), into)
+            parents = self.push(t - 1, np.broadcast_to(lam[t - 1][:, None], (lam[t - 1].size, b)))
+            lam[t] = lam[t] + (parents - into) / D[t]  # beta_t = 1 / D_t for t >= 1
+        return lam
 
     @property
     def next_table(self) -> np.ndarray:
