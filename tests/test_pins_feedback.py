@@ -14,10 +14,19 @@ from scipy.special import expit
 
 from sim.errors import ConfigError
 from sim.feedback import make_teacher
+from sim.feedback.datasets import (
+    FeedbackData,
+    collect,
+    covered_prompts,
+    preference_accuracy,
+    sample_items,
+    stutter_free,
+)
 from sim.feedback.teachers import Teacher
 from sim.oracle import make_oracle
 from sim.reference import make_reference
-from sim.worlds import EnumeratedWorld
+from sim.worlds import EnumeratedWorld, Sequences
+from sim.worlds.base import Table
 
 
 def _teacher(**kw) -> Teacher:
@@ -283,3 +292,199 @@ def test_a_mixture_rates_and_ranks_with_each_annotator_in_turn(small):
     a, b, c = next(trio for trio in itertools.combinations(range(seqs.n), 3) if len(orders(trio)) == 3)
     ranked, _ = t.rank(returns, myopic, np.tile([a, b, c], (n, 1)), np.random.default_rng(10))
     assert set(map(tuple, ranked)) == orders((a, b, c))
+
+
+# ------------------------------------------------------------------------------------ datasets (sim.feedback.datasets)
+def _seqs(prompt, first) -> Sequences:
+    """Sequences of prompts ``prompt`` whose first token is ``first`` (one token, length 1): easy to tell apart."""
+    prompt = np.asarray(prompt)
+    tokens = np.full((prompt.size, 2), -1)
+    tokens[:, 0] = first
+    return Sequences(prompt, tokens, np.ones(prompt.size, dtype=np.int64))
+
+
+def test_feedback_data_add_offsets_the_second_pool_and_subset_keeps_rows():
+    a = FeedbackData(
+        "preferences", _seqs([0, 1, 2], 1), np.array([[0, 1], [2, 0]]), np.array([1.0, 0.5]), np.array([0, 1, 2])
+    )
+    b = FeedbackData("preferences", _seqs([3, 4], 2), np.array([[1, 0]]), np.array([0.0]), np.array([3, 4]))
+    c = a + b
+    assert c.kind == "preferences" and c.n == 3 and c.pool.n == 5
+    np.testing.assert_array_equal(c.items, [[0, 1], [2, 0], [4, 3]])  # b's items moved past a's 3 sequences
+    np.testing.assert_array_equal(c.labels, [1.0, 0.5, 0.0])
+    np.testing.assert_array_equal(c.pool.prompt, [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(c.covered, [0, 1, 2])
+    s = c.subset(np.array([2, 0]))
+    assert s.pool is c.pool and s.kind == "preferences" and s.covered is c.covered
+    np.testing.assert_array_equal(s.items, [[4, 3], [0, 1]])
+    np.testing.assert_array_equal(s.labels, [0.0, 1.0])
+    r = FeedbackData("rankings", _seqs([0, 1, 2], 1), np.array([[2, 0, 1]]), None, np.array([0]))
+    r2 = r + FeedbackData("rankings", _seqs([1, 1, 1], 2), np.array([[1, 2, 0]]), None, np.array([1]))
+    assert r2.labels is None and r2.subset(np.array([1])).labels is None
+    np.testing.assert_array_equal(r2.items, [[2, 0, 1], [4, 5, 3]])
+    np.testing.assert_array_equal(r2.subset(np.array([1])).items, [[4, 5, 3]])
+
+
+def test_covered_prompts_is_a_sorted_ceil_kappa_p_draw():
+    for P, kappa, k in [(5, 0.5, 3), (5, 0.6, 3), (5, 0.61, 4), (5, 0.01, 1), (5, 0.0, 1), (7, 1.0, 7), (10, 0.3, 3)]:
+        got = covered_prompts(P, kappa, np.random.default_rng(3))
+        want = np.sort(np.random.default_rng(3).permutation(P)[:k])
+        np.testing.assert_array_equal(got, want)
+
+
+class _Source:
+    """Draws one sequence per asked prompt, its first token the call's number (so draws are told apart)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def draw(self, prompts, rng):
+        self.calls.append(np.array(prompts))
+        rng.random()  # a draw uses the stream
+        return _seqs(prompts, len(self.calls))
+
+
+def test_sample_items_groups_k_draws_of_one_prompt():
+    src = _Source()
+    prompts = np.array([2, 5, 7])
+    pool, items = sample_items(src, prompts, 4, 3, np.random.default_rng(9))
+    rng = np.random.default_rng(9)
+    rows = rng.choice(prompts, size=4)
+    assert len(src.calls) == 3 and all(np.array_equal(c, rows) for c in src.calls)
+    np.testing.assert_array_equal(items, [[0, 4, 8], [1, 5, 9], [2, 6, 10], [3, 7, 11]])
+    np.testing.assert_array_equal(pool.prompt, np.tile(rows, 3))
+    np.testing.assert_array_equal(pool.tokens[items, 0], np.tile([1, 2, 3], (4, 1)))  # group i: one of each draw
+    assert items.flags.c_contiguous
+
+
+class _Teacher:
+    """Records what ``collect`` asks and answers fixed labels, keeping the items ``keep``."""
+
+    center, scale, skip = 1.0, 4.0, 0.25
+
+    def __init__(self, keep):
+        self.keep = keep
+        self.asked = {}
+
+    def perceive(self, pool):
+        self.pool = pool
+        R = np.arange(pool.n, dtype=np.float64)[None, :] * 2.0 + 3.0  # best return 2 (n - 1) + 3
+        return R, R - 1.0
+
+    def prefer(self, R, G, i, j, rng):
+        self.asked = dict(R=R, G=G, i=i, j=j)
+        return np.linspace(0.0, 1.0, int(np.count_nonzero(self.keep(i.size)))), self.keep(i.size)
+
+    def rate(self, R, G, items, rng):
+        self.asked = dict(R=R, G=G, items=items)
+        return np.arange(np.count_nonzero(self.keep(items.size)), dtype=float) + 0.5, self.keep(items.size)
+
+    def rank(self, R, G, items, rng):
+        self.asked = dict(R=R, G=G, items=items)
+        kept = self.keep(items.shape[0])
+        return items[kept][:, ::-1], kept
+
+
+def test_collect_passes_the_pairs_and_keeps_the_kept():
+    keep = lambda m: np.arange(m) % 2 == 1  # noqa: E731
+    covered = np.array([1, 3])
+    for kind, width in [("preferences", 2), ("ratings", 1), ("rankings", 4)]:
+        src, teacher = _Source(), _Teacher(keep)
+        data = collect(teacher, src, covered, kind, 6, np.random.default_rng(4))
+        pool, items = sample_items(_Source(), covered, 6, width, np.random.default_rng(4))
+        assert data.kind == kind and data.n == 3 and data.pool is teacher.pool and data.covered is covered
+        np.testing.assert_array_equal(data.pool.prompt, pool.prompt)
+        R = np.arange(6 * width) * 2.0 + 3.0
+        np.testing.assert_array_equal(teacher.asked["R"][0], R)
+        np.testing.assert_array_equal(teacher.asked["G"][0], R - 1.0)
+        if kind == "preferences":
+            np.testing.assert_array_equal(teacher.asked["i"], items[:, 0])
+            np.testing.assert_array_equal(teacher.asked["j"], items[:, 1])
+            np.testing.assert_array_equal(data.items, items[1::2])
+            np.testing.assert_array_equal(data.labels, [0.0, 0.5, 1.0])
+        elif kind == "ratings":
+            np.testing.assert_array_equal(teacher.asked["items"], items[:, 0])
+            np.testing.assert_array_equal(data.items, items[1::2])
+            assert data.items.shape == (3, 1)
+            np.testing.assert_array_equal(data.labels, [0.5, 1.5, 2.5])
+        else:
+            np.testing.assert_array_equal(teacher.asked["items"], items)
+            np.testing.assert_array_equal(data.items, items[1::2, ::-1])
+            assert data.labels is None
+    # rankings of k = 3
+    teacher = _Teacher(keep)
+    data = collect(teacher, _Source(), covered, "rankings", 4, np.random.default_rng(4), k=3)
+    assert teacher.asked["items"].shape == (4, 3) and data.items.shape == (2, 3)
+
+
+def test_collect_refusals():
+    with pytest.raises(ConfigError) as err:
+        collect(_Teacher(lambda m: np.ones(m, bool)), _Source(), np.array([0]), "pairs", 3, np.random.default_rng(0))
+    assert (err.value.field, err.value.value, err.value.allowed) == (
+        "feedback.kind", "pairs", "one of ['preferences', 'ratings', 'rankings']"
+    )  # fmt: skip
+    for kind in ["preferences", "ratings", "rankings"]:
+        with pytest.raises(ConfigError) as err:
+            collect(_Teacher(lambda m: np.zeros(m, bool)), _Source(), np.array([0]), kind, 5, np.random.default_rng(0))
+        n = 5 * {"preferences": 2, "ratings": 1, "rankings": 4}[kind]
+        best = (2 * (n - 1) + 3 - 1.0) / 4.0  # (max R - centre) / scale
+        assert (err.value.field, err.value.value) == ("feedback.skip", 0.25)
+        assert (
+            err.value.allowed
+            == f"a threshold that keeps some of the 5 items (the best standardised return drawn was {best:.3g})"
+        )
+
+
+def test_preference_accuracy_by_hand():
+    true = np.array([0.0, 1.0, 2.0, 2.0, -1.0])
+    pred = np.array([0.5, 0.2, 3.0, 1.0, 0.5])
+    pairs = np.array([[0, 1], [2, 1], [2, 3], [4, 0], [3, 1], [0, 4]])
+    # informative: (0,1) true - pred + -> 0; (2,1) + + -> 1; (2,3) a true tie, left out; (4,0) true - pred tie -> 1/2;
+    # (3,1) + + -> 1; (0,4) + pred tie -> 1/2
+    assert preference_accuracy(pred, true, pairs) == pytest.approx((0 + 1 + 0.5 + 1 + 0.5) / 5, rel=1e-15)
+    assert preference_accuracy(pred, true, np.array([[2, 3], [3, 2]])) is None
+    assert preference_accuracy(pred, true, np.array([[1, 0]])) == 0.0  # true + , pred -
+
+
+def test_stutter_free_masks_the_last_token_and_renormalises():
+    world = EnumeratedWorld(1, 4, 3)  # EOS 0, tokens 1..3
+    rows = np.array([0.1, 0.2, 0.3, 0.4])
+    base = Table(world, np.tile(rows, (world.n_states, 1)))
+    base.values[2] = [0.0, 1.0, 0.0, 0.0]  # state 2 (last token 2): no mass on the stutter, unchanged
+    base.values[1] = [0.0, 1.0, 0.0, 0.0]  # state 1 (last token 1): all its mass on the stutter
+    pol = stutter_free(world, base)
+    assert pol.world is world
+    np.testing.assert_allclose(pol.level(0), [rows], rtol=0)  # depth 0: no last token, untouched
+    got = np.concatenate([pol.level(t) for t in range(3)])
+    for s in range(world.n_states):
+        y = world.last_token[s]
+        if s == 1:
+            np.testing.assert_allclose(got[s], [1 / 3, 0.0, 1 / 3, 1 / 3], rtol=1e-15)  # uniform over the others
+        elif y >= 1:
+            want = base.values[s].copy()
+            want[y] = 0.0
+            np.testing.assert_allclose(got[s], want / want.sum(), rtol=1e-15)
+    assert base.values[3, 3] == 0.4  # the policy's own rows are not changed
+    # no EOS: token 0 is a real token and is masked too
+    w0 = EnumeratedWorld(1, 3, 2, eos=False)
+    p0 = stutter_free(w0, Table(w0, np.tile([0.5, 0.3, 0.2], (w0.n_states, 1))))
+    lo = w0.level(1)[0]
+    np.testing.assert_allclose(p0.level(1), [[0.0, 0.6, 0.4], [0.5 / 0.7, 0.0, 0.2 / 0.7], [0.625, 0.375, 0.0]])
+    assert w0.last_token[lo] == 0
+
+
+def test_stutter_free_needs_the_last_token():
+    from sim.worlds.markov import MarkovWorld
+
+    m = MarkovWorld(2, 3, 3, track_last_token=False)
+    with pytest.raises(ConfigError) as err:
+        stutter_free(m, make_reference(m, "uniform"))
+    assert (err.value.field, err.value.value) == ("feedback.stutter_free", True)
+    assert err.value.allowed == "false on a world whose states do not keep the last token (nothing reads it)"
+    with pytest.raises(ConfigError):  # horizon 2: level 1 has states, none keeping a token
+        stutter_free(MarkovWorld(2, 3, 2, track_last_token=False), make_reference(MarkovWorld(2, 3, 2), "uniform"))
+    # a horizon-2 world keeps the last token at depth 1 (level 2 is empty): accepted
+    stutter_free(MarkovWorld(2, 3, 2), make_reference(MarkovWorld(2, 3, 2), "uniform"))
+    # a horizon-1 world has no last token to read and nothing to mask
+    w1 = EnumeratedWorld(2, 3, 1)
+    np.testing.assert_allclose(stutter_free(w1, make_reference(w1, "uniform")).level(0), np.full((2, 3), 1 / 3))
