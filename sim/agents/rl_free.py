@@ -139,6 +139,16 @@ class PreferenceObjective:
             )  # fmt: skip
         )
         self.dim = self.fm.dim if self.loglinear else self.rows.size * A
+        # The loss reads log pi only on the states of the labelled sequences, and its gradient is 0 elsewhere: a
+        # log-linear objective forms the rows of those states alone (the same numbers, bit for bit: the rows left
+        # out would add exact zeros to the gathered gradient).
+        self.obj_rows = np.unique(states[self.pm]) if self.loglinear else self.rows
+        self.obj_pr = np.searchsorted(self.obj_rows, states) if self.loglinear else self.pr
+        self.obj_log_ref = (
+            (log_ref_full[self.obj_rows] if self.full else self.log_ref[np.searchsorted(self.rows, self.obj_rows)])
+            if self.loglinear
+            else self.log_ref
+        )
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Logits of the parameter rows."""
@@ -165,10 +175,14 @@ class PreferenceObjective:
         return LevelPolicy(world, level)
 
     def objective(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        log_pi = log_softmax(self.logits(x), axis=1)  # stable where pi underflows
+        if self.loglinear:  # the rows of the labelled sequences' states only
+            logits = self.obj_log_ref + self.fm.values(x, self.obj_rows)
+        else:
+            logits = self.logits(x)
+        log_pi = log_softmax(logits, axis=1)  # stable where pi underflows
         pi = np.exp(log_pi)
-        logratio = log_pi - self.log_ref
-        seq_lr = np.where(self.pm, logratio[self.pr, self.pa], 0.0).sum(axis=1)  # log pi/pi_ref of each sequence
+        logratio = log_pi - self.obj_log_ref
+        seq_lr = np.where(self.pm, logratio[self.obj_pr, self.pa], 0.0).sum(axis=1)  # log pi/pi_ref of each sequence
         h = seq_lr[self.local[:, 0]] - seq_lr[self.local[:, 1]]
         m = h.size
         if self.loss == "ipo":  # y (h - c)^2 + (1 - y) (h + c)^2 = (h - (2y - 1) c)^2 + const, c = 1/(2 beta)
@@ -185,11 +199,11 @@ class PreferenceObjective:
         # d loss / d log pi(a|s), then through the softmax: g_logits = C - pi * rowsum(C)
         C = np.zeros(pi.shape)
         weights = np.where(self.pm, per_seq[:, None], 0.0)
-        np.add.at(C, (self.pr[self.pm], self.pa[self.pm]), weights[self.pm])
+        np.add.at(C, (self.obj_pr[self.pm], self.pa[self.pm]), weights[self.pm])
         g_logits = C - pi * C.sum(axis=1, keepdims=True)
         if not self.loglinear:
             return float(loss), g_logits.ravel()
-        return float(loss), self.fm.gather(g_logits, None if self.full else self.rows)
+        return float(loss), self.fm.gather(g_logits, self.obj_rows)
 
     def start(self) -> np.ndarray:
         return np.zeros(self.dim) if self.loglinear else self.log_ref.ravel().copy()
