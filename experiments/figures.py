@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,7 @@ def _run_job(item) -> None:
     write_outputs(out, config, execute(config))
 
 
-def run_sweep_here(name: str, scale: str, results: Path = RESULTS, jobs: int = 1) -> int:
+def run_sweep_here(name: str, scale: str, results: Path = RESULTS, jobs: int = 1, overrides: Sequence[str] = ()) -> int:
     """Run (or resume) the experiment's sweep without hydra's launcher: the same jobs, directories and files as
     :func:`run_sweep` (tested equal), each job's config composed once per distinct choice of config groups and
     validated before any job runs. Tests use it to run a sweep under a simulator fault injected with
@@ -82,6 +83,7 @@ def run_sweep_here(name: str, scale: str, results: Path = RESULTS, jobs: int = 1
     Args:
         jobs: jobs run side by side, in worker processes forked from this one (1: in this process). A job's results
             depend only on its config and seed, not on the worker.
+        overrides: more command-line overrides (``seed=0`` replaces the sweep's seeds, as on the command line).
 
     Returns:
         The number of jobs run.
@@ -102,8 +104,11 @@ def run_sweep_here(name: str, scale: str, results: Path = RESULTS, jobs: int = 1
     root = sweep_dir(name, scale, results)
     todo, stale = [], []
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        overrides = [f"+experiment={name}", f"scale={scale}"]
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        cfg = compose(
+            config_name="config",
+            overrides=[f"+experiment={name}", f"scale={scale}", *overrides],
+            return_hydra_config=True,
+        )
         od = cfg.hydra.job.config.override_dirname
         cache, groups = {}, config_groups()  # one composition per distinct choice of config groups
         for job in sweep_jobs(cfg):

@@ -129,22 +129,15 @@ def test_a_sweep_run_in_process_leaves_what_the_command_line_leaves(tmp_path):
 
     from experiments.figures import run_sweep_here, sweep_dir
 
-    name = "deterministic_preferences"
-    assert run_sweep_here(name, "sanity", tmp_path / "here", jobs=2) == 16  # two forked workers
+    name, extra = "deterministic_preferences", ["seed=0"]  # the sweep's other axes, one seed: 4 jobs
+    assert run_sweep_here(name, "sanity", tmp_path / "here", jobs=2, overrides=extra) == 4  # two forked workers
     here = sweep_dir(name, "sanity", tmp_path / "here")
     cli = tmp_path / "cli"
-    cmd = [
-        sys.executable,
-        "-m",
-        "experiments.run",
-        "-m",
-        f"+experiment={name}",
-        "scale=sanity",
-        f"hydra.sweep.dir={cli}",
-    ]
+    cmd = [sys.executable, "-m", "experiments.run", "-m", f"+experiment={name}", "scale=sanity", *extra,
+           f"hydra.sweep.dir={cli}"]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
     runs = sorted(p.name for p in here.iterdir() if p.is_dir())
-    assert runs == sorted(p.name for p in cli.iterdir() if p.is_dir() and "seed=" in p.name) and len(runs) == 16
+    assert runs == sorted(p.name for p in cli.iterdir() if p.is_dir() and "seed=" in p.name) and len(runs) == 4
     for run in runs:
         for f in (".hydra/config.yaml", ".hydra/overrides.yaml", "curve.csv"):
             assert (here / run / f).exists() == (cli / run / f).exists()
