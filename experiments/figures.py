@@ -151,8 +151,9 @@ def table_of(name: str, scale: str, results: Path = RESULTS):
     return load_curves(root) if module.TABLE == "curves" else load_table(root)
 
 
-def draw(name: str, scale: str, table, results: Path = RESULTS) -> Path:
-    """Draw and save the figure (png and pdf)."""
+def draw(name: str, scale: str, table, results: Path = RESULTS, draft: bool = False) -> Path:
+    """Draw and save the figure (png and pdf; with ``draft``, a low-resolution png only: what tests draw, where the
+    figure code must run but nobody looks at the picture)."""
     module = catalog.get(name)
     axs = module.plot(table)
     fig = (axs.flat[0] if hasattr(axs, "flat") else axs).figure
@@ -160,8 +161,9 @@ def draw(name: str, scale: str, table, results: Path = RESULTS) -> Path:
     fig.suptitle(textwrap.fill(f"{name}: {module.CLAIM}", width_chars), fontsize=9)
     path = figure_path(name, scale, results)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_figure(path, fig, dpi=130)
-    write_figure(path.with_suffix(".pdf"), fig)
+    write_figure(path, fig, dpi=50 if draft else 130)
+    if not draft:
+        write_figure(path.with_suffix(".pdf"), fig)
     plt.close(fig)
     return path
 
@@ -189,11 +191,13 @@ def reproduce(
     run: bool = True,
     results: Path = RESULTS,
     here: bool = False,
+    draft: bool = False,
 ) -> bool:
     """Sweep, collect, draw and (optionally) check one experiment; returns whether its check passed.
 
     Args:
         here: run the sweep in this process (:func:`run_sweep_here`) instead of through the command line.
+        draft: draw a low-resolution png only (:func:`draw`).
     """
     t0 = time.perf_counter()
     print(f"{name} ({scale})", flush=True)
@@ -208,7 +212,7 @@ def reproduce(
         print(f"  no results to draw: {e}" + (" (run it without --no-run)" if not run else ""), flush=True)
         return False
     table = table_of(name, scale, results)
-    print(f"  figure: {draw(name, scale, table, results)}", flush=True)
+    print(f"  figure: {draw(name, scale, table, results, draft)}", flush=True)
     ok = True
     if check:
         try:
