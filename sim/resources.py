@@ -78,8 +78,11 @@ def estimate(cfg, n_states: float, n_sequences: float | None, n_bigram: int = 0)
         rows = 8.0 * H * e.n_prompts * V
         tabular = a.name in ("q_learning", "policy_gradient") or (a.name == "ppo" and a.policy == "tabular")
         tables = AGENT_BYTES_PER_ENTRY.get(a.name, 0) * entries if tabular else 0
-        # blame the vocabulary when its (V + 1, V) bigram tables dominate, else the largest of P, V and H
-        bigrams = 2 * n_bigram * bigram
+        # blame the vocabulary when its (V + 1, V) bigram tables dominate, else the largest of P, V and H. Each table
+        # may keep a max-plus screen once solved (sim.worlds.markov.MaxPlus): its column cache, at most 64 MiB, and
+        # about 12 x 256 bytes of candidates per token (90 MB at V = 10,000)
+        screen = min(bigram, 64 * 1024**2) + 12 * 256 * V
+        bigrams = 2 * n_bigram * bigram + n_bigram * screen
         rest = 12 * 8.0 * level + 4 * rows + tables
         factor = max((e.n_prompts, "env.n_prompts"), (V, "env.vocab_size"), (H, "env.horizon"))[1]
         stages.append(

@@ -274,3 +274,17 @@ def test_results_do_not_depend_on_blas_threads(tmp_path, overrides):
         outputs.append((m, (out / "arrays.npz").read_bytes()))
     assert outputs[0][0] == outputs[1][0]
     assert outputs[0][1] == outputs[1][1]
+
+
+def test_the_memory_estimate_counts_each_bigram_tables_kept_max_plus_screen():
+    """A compressed world's bigram table (V + 1, V) is counted twice (it and a temporary) plus the max-plus screen a
+    solved reward keeps (its column cache, at most 64 MiB, and ~12 x 256 bytes of candidates per token)."""
+    from experiments.config import compose_config
+    from sim.resources import estimate
+
+    for V in (1000, 10_000):
+        cfg = compose_config(["env=large", f"env.vocab_size={V}", "max_memory_gb=1000"])  # estimated, not run
+        per = [sum(b for _, _, b in estimate(cfg, 1e5, None, n_bigram=k)) for k in (0, 1, 2)]
+        table = 8.0 * (V + 1) * V
+        one = 2 * table + min(table, 64 * 1024**2) + 12 * 256 * V
+        assert per[1] - per[0] == pytest.approx(one) and per[2] - per[0] == pytest.approx(2 * one)
