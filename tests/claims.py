@@ -51,6 +51,12 @@ def grouped(names) -> list:
     return [pytest.param(name, marks=pytest.mark.xdist_group(name)) for name in names]
 
 
+def breaks_accepted(name: str, table: pd.DataFrame, breaks) -> list[str]:
+    """The names of the table breaks (functions ``table -> table`` in which one part of the claim does not hold) whose
+    broken table the check of ``name`` accepts: should be none."""
+    return [broken.__name__ for broken in breaks if claim_holds(name, broken(table))]
+
+
 def shuffles_accepted(name: str, table: pd.DataFrame, outcomes: list[str], n: int) -> list[int]:
     """The seeds (of ``n``) whose shuffled table (:func:`shuffled`) the check of ``name`` accepts: should be none."""
     return [seed for seed in range(n) if claim_holds(name, shuffled(table, outcomes, seed))]
