@@ -46,6 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "mutants"
 RESULTS = ROOT / "results" / "mutation.json"
 EQUIVALENTS = ROOT / "tests" / "mutation_equivalents.txt"
+#: further equivalents files read with it (``tests/mutation_equivalents_<area>.txt``: one per area, so that runs on
+#: different modules can list their equivalents side by side without editing one file)
+EQUIVALENTS_MORE = "mutation_equivalents_*.txt"
 #: what a module's tests need besides ``sim/`` (copied into each module's snapshot)
 ALSO_COPY = ["tests", "experiments", "configs", "hydra_plugins"]
 
@@ -177,7 +180,15 @@ def slug(module: str) -> str:
 
 
 def load_equivalents(path: Path = EQUIVALENTS) -> dict[str, str]:
-    """``{mutant id: reason}`` from the equivalents file (blank lines and ``#`` comment lines skipped)."""
+    """``{mutant id: reason}`` from the equivalents file and the ``mutation_equivalents_*.txt`` files beside it (blank
+    lines and ``#`` comment lines skipped)."""
+    out: dict[str, str] = {}
+    for more in [path, *sorted(path.parent.glob(EQUIVALENTS_MORE))]:
+        out.update(_read_equivalents(more))
+    return out
+
+
+def _read_equivalents(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     if not path.exists():
         return out
@@ -303,9 +314,11 @@ def sample_names(names: list[str], fraction: float, seed: int = 0) -> list[str]:
     return [names[i] for i in np.sort(rng.choice(len(names), size=k, replace=False))]
 
 
-def run_module(module: str, jobs: int, verbose: bool, sample: float = 1.0) -> dict:
-    tests = [t for t in MODULES[module] if (ROOT / t).exists()]
-    missing = [t for t in MODULES[module] if not (ROOT / t).exists()]
+def run_module(module: str, jobs: int, verbose: bool, sample: float = 1.0, tests: list[str] | None = None) -> dict:
+    """Run mutmut on ``module`` against its test files (``tests``, default the module table's)."""
+    listed = MODULES[module] if tests is None else tests
+    tests = [t for t in listed if (ROOT / t).exists()]
+    missing = [t for t in listed if not (ROOT / t).exists()]
     workdir = WORK / slug(module)
     snapshot(module, tests, workdir)
     chosen = sample_names(mutant_names(workdir, module), sample) if sample < 1 else []
@@ -342,7 +355,13 @@ def run_module(module: str, jobs: int, verbose: bool, sample: float = 1.0) -> di
 
 
 def retest_module(
-    module: str, previous: dict, equivalents: dict[str, str], jobs: int, verbose: bool, complete: bool = False
+    module: str,
+    previous: dict,
+    equivalents: dict[str, str],
+    jobs: int,
+    verbose: bool,
+    complete: bool = False,
+    tests: list[str] | None = None,
 ) -> dict:
     """Re-run only the last run's survivors of ``module`` (equivalents excluded) against the current tests.
 
@@ -361,7 +380,8 @@ def retest_module(
         for k, v in previous["results"].items()
         if v not in ("killed", "timeout") and (complete or v != "not_checked") and k not in equivalents
     ]
-    tests = [t for t in MODULES[module] if (ROOT / t).exists()]
+    listed = MODULES[module] if tests is None else tests
+    tests = [t for t in listed if (ROOT / t).exists()]
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis", ".pytest_cache")
     for name in ALSO_COPY:  # fresh tests (mutmut copies them on into its own mutants/ again)
         if (ROOT / name).exists():
@@ -380,9 +400,7 @@ def retest_module(
     )
     (workdir / "pyproject.toml").write_text(text)
     entry = {k: v for k, v in previous.items() if k in ("wall_time_s", "load_1min", "jobs", "sample", "finished")}
-    entry.update(
-        tests=tests, missing_tests=[t for t in MODULES[module] if t not in tests], results=dict(previous["results"])
-    )
+    entry.update(tests=tests, missing_tests=[t for t in listed if t not in tests], results=dict(previous["results"]))
     if not names:
         entry.update(retested=0, mutmut_exit_code=0)
         return entry
@@ -490,9 +508,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--complete", action="store_true", help="with --retest: also run the mutants a sampled run left unchecked"
     )
+    ap.add_argument(
+        "--tests",
+        nargs="+",
+        metavar="FILE",
+        help="with one module: run it against these test files instead of the module table's (recorded in the json)",
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="show mutmut's output")
     args = ap.parse_args(argv)
     modules = args.modules or list(MODULES)
+    if args.tests and len(modules) != 1:
+        ap.error("--tests needs exactly one module")
     unknown = [m for m in modules if m not in MODULES]
     if unknown:
         ap.error(f"not in the module table: {unknown} (known: {list(MODULES)})")
@@ -519,7 +545,9 @@ def main(argv: list[str] | None = None) -> int:
         for m in modules:
             if m not in data["modules"]:
                 continue
-            entry = retest_module(m, data["modules"][m], equivalents, args.jobs, args.verbose, args.complete)
+            entry = retest_module(
+                m, data["modules"][m], equivalents, args.jobs, args.verbose, args.complete, args.tests
+            )
             if args.complete:
                 entry["sample"] = 1.0
             data = load_json()
@@ -530,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if failed else 0
     for m in modules:
         print(f"mutation: {m} against {' '.join(t for t in MODULES[m] if (ROOT / t).exists())}", flush=True)
-        entry = run_module(m, args.jobs, args.verbose, args.sample)
+        entry = run_module(m, args.jobs, args.verbose, args.sample, args.tests)
         data = load_json()  # merge with what other invocations wrote meanwhile
         data["modules"][m] = summarise(entry, equivalents, WORK / slug(m))
         write_json(data, equivalents)
