@@ -14,6 +14,8 @@ import os
 
 from sim.errors import ConfigError
 from sim.features import template_dim
+from sim.reference import TABLE_ENTRIES
+from sim.worlds.base import LOG_REF_CACHE_BYTES
 
 GB = 1e9
 #: Bytes per state-action entry that every enumerated run holds at its peak: pi_ref, the oracle and the proxy (8
@@ -64,13 +66,17 @@ def estimate(cfg, n_states: float, n_sequences: float | None, n_bigram: int = 0)
     e, a, fb, rm = cfg.env, cfg.agent, cfg.feedback, cfg.reward_model
     V, H = e.vocab_size, e.horizon
     entries = n_states * V
+    # the reference's log-rows, kept once computed when they fit the cache (sim.worlds.base.LOG_REF_CACHE_BYTES)
+    log_ref = 8.0 * entries if 8.0 * entries <= LOG_REF_CACHE_BYTES else 0.0
     stages = []
     if n_sequences is not None:  # an enumerated world holds (S, A) tables
-        per_entry = ENUMERATED_BYTES_PER_ENTRY + AGENT_BYTES_PER_ENTRY.get(a.name, 0)
+        per_entry = ENUMERATED_BYTES_PER_ENTRY + AGENT_BYTES_PER_ENTRY.get(a.name, 0) + (8 if log_ref else 0)
         if a.name == "ppo" and a.policy == "loglinear":
             per_entry = ENUMERATED_BYTES_PER_ENTRY
         if a.name in ("dpo", "ipo") and a.policy == "loglinear":
             per_entry = ENUMERATED_BYTES_PER_ENTRY + 32
+        if a.name in ("ppo", "dpo", "ipo") and a.policy == "loglinear" and log_ref:
+            per_entry += 8
         stages.append(("the enumerated world and the agent's tables", "env.horizon", BASE_BYTES + per_entry * entries))
     else:  # a compressed world: level rows, factored rewards, bigram tables
         level = max(n_states / max(H, 1), e.n_prompts) * V
@@ -83,7 +89,9 @@ def estimate(cfg, n_states: float, n_sequences: float | None, n_bigram: int = 0)
         # about 12 x 256 bytes of candidates per token (90 MB at V = 10,000)
         screen = min(bigram, 64 * 1024**2) + 12 * 256 * V
         bigrams = 2 * n_bigram * bigram + n_bigram * screen
-        rest = 12 * 8.0 * level + 4 * rows + tables
+        # pi_ref as a full (S, A) table where it is stored as one (sim.reference.TABLE_ENTRIES), and its log-rows
+        reference = (8.0 * entries if entries <= TABLE_ENTRIES else 0.0) + log_ref
+        rest = 12 * 8.0 * level + 4 * rows + tables + reference
         factor = max((e.n_prompts, "env.n_prompts"), (V, "env.vocab_size"), (H, "env.horizon"))[1]
         stages.append(
             (

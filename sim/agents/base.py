@@ -44,9 +44,15 @@ class AgentContext:
     feedback: object | None = None
     progress: Progress | None = None
 
+    @property
+    def rewards(self) -> dict[str, object]:
+        """What :meth:`evaluate` measures: ``{"oracle": ..., "proxy": ...}`` (the soft optimum can be evaluated in the
+        pass that solves it: ``world.soft_policy(ctx.proxy, beta, evaluate=ctx.rewards)``)."""
+        return {"oracle": self.oracle.reward, "proxy": self.proxy}
+
     def evaluate(self, policy) -> dict[str, float]:
         """Exact oracle return, proxy return and KL to the reference of ``policy``."""
-        ev = self.world.evaluate(policy, {"oracle": self.oracle.reward, "proxy": self.proxy})
+        ev = self.world.evaluate(policy, self.rewards)
         return {"oracle_return": ev["oracle"], "proxy_return": ev["proxy"], "kl_to_reference": ev["kl_to_reference"]}
 
 

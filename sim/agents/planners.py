@@ -49,12 +49,14 @@ def soft_planner(ctx: AgentContext, cfg) -> AgentResult:
     """
     if not cfg.path:
         return AgentResult(ctx.world.soft_policy(ctx.proxy, cfg.beta))
+    # each point of the path is evaluated in the pass that solves it (rows formed once, not again by the evaluation)
+    solve = lambda beta: ctx.world.soft_policy(ctx.proxy, beta, evaluate=ctx.rewards)  # noqa: E731
     measured = ctx.world.n_states * ctx.world.n_actions <= MEASURE_ENTRIES or cfg.early_stop_angle is not None
     if not measured:  # the measures would cost more than the path itself: left out
-        return pressure_path(ctx, cfg, lambda beta: ctx.world.soft_policy(ctx.proxy, beta))
+        return pressure_path(ctx, cfg, solve)
 
     betas = beta_path(cfg)
-    policies = [ctx.world.soft_policy(ctx.proxy, float(b)) for b in betas]
+    policies = [solve(float(b)) for b in betas]
     walk = iter(policies)  # pressure_path asks for them in the same order
     result = pressure_path(ctx, cfg, lambda beta: next(walk))
     oracle = ctx.oracle.reward

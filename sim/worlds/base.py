@@ -88,6 +88,9 @@ class LevelPolicy:
         rows: ``t -> (n_t, A)`` action probabilities of level ``t``.
         rows_at: ``(t, local) -> (n, A)``: the rows of some level-``t`` states only (what sampling needs); by default
             taken from the whole level.
+        state_kl: ``(ref, kl)`` when the policy knows each state's ``KL(pi(.|s) || ref(.|s))`` (``kl``: (n_t,) per
+            level), as the soft optimum does from its own pass; the exact evaluation then reads it instead of
+            taking logarithms of the rows (only while the world's reference is still ``ref``).
     """
 
     def __init__(
@@ -95,10 +98,29 @@ class LevelPolicy:
         world: World,
         rows: Callable[[int], np.ndarray],
         rows_at: Callable[[int, np.ndarray], np.ndarray] | None = None,
+        state_kl: tuple[Any, list[np.ndarray]] | None = None,
     ):
         self.world = world
         self._rows = rows
         self._rows_at = rows_at
+        self._state_kl = state_kl
+        self._evaluated: tuple[Any, dict[str, Any], dict[str, float]] | None = None
+
+    def kl_to(self, ref) -> list[np.ndarray] | None:
+        """Each state's KL to ``ref`` per level, when the policy carries it for that very reference, else None."""
+        if self._state_kl is None or self._state_kl[0] is not ref:
+            return None
+        return self._state_kl[1]
+
+    def evaluated(self, ref, rewards: Mapping[str, Any]) -> dict[str, float] | None:
+        """The exact evaluation made with the policy (:meth:`World.soft_policy`'s ``evaluate``) when it was of these
+        very reward objects under the reference ``ref``, else None."""
+        if self._evaluated is None:
+            return None
+        known_ref, known, result = self._evaluated
+        if known_ref is not ref or known.keys() != rewards.keys() or any(known[k] is not rewards[k] for k in known):
+            return None
+        return dict(result)
 
     def level(self, t: int) -> np.ndarray:
         return self._rows(t)
@@ -121,6 +143,10 @@ BLOCK_ENTRIES = 1 << 20
 #: :data:`COLUMN_ROWS` rows, whose columns stay in cache): several times faster than ``max(axis=1)`` over short rows.
 COLUMN_MAX_ACTIONS = 32
 COLUMN_ROWS = 1 << 14
+#: ``log pi_ref`` is kept for every level once computed when all its levels together take at most this many bytes
+#: (a V = 1000, H = 32 compressed world's 256 MB just fits): every exact soft solve and evaluation reads each level's
+#: log-rows, and a log over a level of a million entries costs as much as the rest of the level's pass.
+LOG_REF_CACHE_BYTES = 256 * 2**20
 
 
 def blockable(x: Rows) -> bool:
@@ -376,7 +402,8 @@ class World(ABC):
         self._log_ref_cache.clear()
 
     def log_ref(self, t: int) -> np.ndarray:
-        """``log pi_ref`` rows of level ``t`` (``-inf`` off its support); cached for small worlds."""
+        """``log pi_ref`` rows of level ``t`` (``-inf`` off its support); kept once computed when the whole
+        reference's log-rows take at most :data:`LOG_REF_CACHE_BYTES`."""
         if t in self._log_ref_cache:
             return self._log_ref_cache[t]
         log_level = getattr(self.ref, "log_level", None)
@@ -385,9 +412,13 @@ class World(ABC):
         else:
             with np.errstate(divide="ignore"):
                 out = np.log(self.ref.level(t))
-        if out.size * 8 * self.horizon <= 64 * 2**20:
+        if self.log_ref_cached():
             self._log_ref_cache[t] = out
         return out
+
+    def log_ref_cached(self) -> bool:
+        """Whether :meth:`log_ref` keeps the levels it computes (the reference's log-rows fit the cache)."""
+        return 8.0 * float(self.level_start[-1]) * self.n_actions <= LOG_REF_CACHE_BYTES
 
     def log_ref_rows(self, t: int, local: np.ndarray) -> np.ndarray:
         """``log pi_ref`` rows of some level-``t`` states."""
@@ -497,29 +528,87 @@ class World(ABC):
 
     def soft_values(self, reward: Rows, beta: float) -> list[np.ndarray]:
         """Soft values ``V_t = beta logsumexp(log pi_ref + Q_t / beta)`` (n_t,) per level (in blocks)."""
+        return self._soft_pass(reward, beta)[0]
+
+    def _soft_pass(
+        self, reward: Rows, beta: float, evaluate: Mapping[str, Rows] | None = None
+    ) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, float] | None]:
+        """One backward pass of the soft optimum ``pi*``: its soft values per level and, with ``evaluate``, each
+        state's ``KL(pi*(.|s) || pi_ref(.|s))`` and the exact evaluation of ``pi*`` (as :meth:`evaluate`), by
+        backward induction over the same rows. ``log pi* - log pi_ref = Q / beta - m - log(total)`` (``m`` the row
+        max of ``log pi_ref + Q / beta``, ``total`` the sum of its exponentials): the KL costs a product per row and
+        no logarithm of the policy; each return ``V^pi_t = sum_a pi* (r + V^pi_{t+1}(child))`` a product per row."""
         check(np.isfinite(beta) and beta > 0, "agent.beta", beta, "a finite number > 0")
-        values: list[np.ndarray] = [np.empty(0)] * self.horizon
-        for t in reversed(range(self.horizon)):
-            cont = self._continuation(t, values[t + 1] if t + 1 < self.horizon else None)
+        H, f = self.horizon, self.first_token
+        values: list[np.ndarray] = [np.empty(0)] * H
+        kls: list[np.ndarray] = [np.empty(0)] * H
+        rewards = dict(evaluate or {})
+        own: dict[str, list[np.ndarray]] = {name: [np.empty(0)] * H for name in rewards}
+        kl_value: list[np.ndarray] = [np.empty(0)] * H
+        for t in reversed(range(H)):
+            cont = self._continuation(t, values[t + 1] if t + 1 < H else None)
+            n = int(self.sizes[t])
+            conts = {name: self._continuation(t, own[name][t + 1] if t + 1 < H else None) for name in rewards}
+            cont_kl = self._continuation(t, kl_value[t + 1] if t + 1 < H else None) if evaluate is not None else None
+            if evaluate is not None:
+                kls[t], kl_value[t] = np.empty(n), np.empty(n)
+                for name in rewards:
+                    own[name][t] = np.empty(n)
 
-            def block(lo: int, hi: int, whole: bool, t: int = t, cont: np.ndarray | None = cont) -> np.ndarray:
-                q = self._q_block(reward, t, cont, lo, hi, whole)
-                m, _, total = _logsumexp_rows(self.log_ref_block(t, lo, hi, whole) + q / beta)
-                return beta * (m[:, 0] + np.log(total[:, 0]))
+            def block(
+                lo: int,
+                hi: int,
+                whole: bool,
+                t: int = t,
+                cont: np.ndarray | None = cont,
+                conts: dict = conts,
+                cont_kl: np.ndarray | None = cont_kl,
+            ) -> np.ndarray:
+                qb = self._q_block(reward, t, cont, lo, hi, whole)
+                qb /= beta
+                m, w, total = _logsumexp_rows(self.log_ref_block(t, lo, hi, whole) + qb)
+                log_total = np.log(total[:, 0])
+                if evaluate is not None:
+                    tot = total[:, 0]
+                    kls[t][lo:hi] = np.einsum("ij,ij->i", w, np.subtract(qb, m, out=qb)) / tot - log_total
+                    for name, r in rewards.items():  # sum_a pi (r + V(child)), without forming r + V(child)
+                        v = np.einsum("ij,ij->i", w, np.asarray(block_rows(r, t, lo, hi, whole), dtype=np.float64))
+                        if conts[name] is not None:
+                            c = conts[name] if whole else conts[name][lo:hi]
+                            v += np.einsum("ij,ij->i", w[:, f:], c)
+                        own[name][t][lo:hi] = v / tot
+                    kl_value[t][lo:hi] = kls[t][lo:hi]
+                    if cont_kl is not None:
+                        c = cont_kl if whole else cont_kl[lo:hi]
+                        kl_value[t][lo:hi] += np.einsum("ij,ij->i", w[:, f:], c) / tot
+                return beta * (m[:, 0] + log_total)
 
-            values[t] = self._by_blocks(t, (reward, self.ref), block)
-        return values
+            values[t] = self._by_blocks(t, (reward, self.ref, *rewards.values()), block)
+        if evaluate is None:
+            return values, kls, None
+        d0 = np.full(self.n_prompts, 1.0 / self.n_prompts)
+        result = {name: float(d0 @ v[0]) for name, v in own.items()}
+        result["kl_to_reference"] = float(max(d0 @ kl_value[0], 0.0))
+        return values, kls, result
 
-    def soft_policy(self, reward: Rows, beta: float) -> LevelPolicy:
+    def soft_policy(self, reward: Rows, beta: float, evaluate: Mapping[str, Rows] | None = None) -> LevelPolicy:
         """The optimum of ``E[sum r] - beta KL(pi || pi_ref)``: ``pi* ∝ pi_ref exp(Q / beta)``, stable from
-        ``beta = 1e-6`` (the argmax restricted to pi_ref's support) to ``1e6`` (pi_ref)."""
-        values = self.soft_values(reward, beta)
+        ``beta = 1e-6`` (the argmax restricted to pi_ref's support) to ``1e6`` (pi_ref).
+
+        With ``evaluate`` (``{name: reward}``), the policy is evaluated exactly in the pass that solves it (a
+        backward induction instead of :meth:`evaluate`'s forward pass, which would form every row again): a later
+        ``evaluate(policy, rewards)`` of those very reward objects returns that evaluation, and any other evaluation
+        reads the states' KL to the reference from it."""
+        values, kls, result = self._soft_pass(reward, beta, evaluate)
 
         def rows_at(t: int, local: np.ndarray | None = None) -> np.ndarray:
             _, w, total = _logsumexp_rows(self._soft_rows(reward, t, values, beta, local))
             return w / total
 
-        return LevelPolicy(self, rows_at, rows_at)
+        policy = LevelPolicy(self, rows_at, rows_at, state_kl=None if result is None else (self.ref, kls))
+        if result is not None:
+            policy._evaluated = (self.ref, dict(evaluate or {}), result)
+        return policy
 
     def policy_values(self, policy: Rows, reward: Rows) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """``(V, Q)`` per level: ``V_t = sum_a pi_t Q_t``, ``Q_t = r_t + V_{t+1}(child)``."""
@@ -631,7 +720,12 @@ class World(ABC):
         evaluate = getattr(policy, "evaluate", None)
         if evaluate is not None:  # a policy that is not a table of rows (e.g. a weighted sample of sequences)
             return evaluate(rewards)
+        if isinstance(policy, LevelPolicy):
+            done = policy.evaluated(self.ref, rewards)
+            if done is not None:  # evaluated by the pass that solved it (soft_policy's ``evaluate``)
+                return done
         f = self.first_token
+        known = policy.kl_to(self.ref) if isinstance(policy, LevelPolicy) else None
         d = [np.full(self.n_prompts, 1.0 / self.n_prompts)]
         per_state: dict[str, list[np.ndarray]] = {name: [] for name in rewards}
         kl = []
@@ -645,7 +739,9 @@ class World(ABC):
                 pi = block_rows(policy, t, lo, hi, whole)
                 for name, r in rewards.items():
                     per_state[name][t][lo:hi] = np.einsum("ij,ij->i", pi, block_rows(r, t, lo, hi, whole))
-                kl[t][lo:hi] = row_kl(pi, self.log_ref_block(t, lo, hi, whole))
+                kl[t][lo:hi] = (
+                    known[t][lo:hi] if known is not None else row_kl(pi, self.log_ref_block(t, lo, hi, whole))
+                )
                 if nxt is not None:
                     self.push_into(t, lo, hi, d[t][lo:hi, None] * pi[:, f:], nxt)
             if nxt is not None:
