@@ -110,3 +110,13 @@ def test_the_reference_log_rows_are_cached_within_the_budget(monkeypatch):
     again = world.log_ref(2)
     assert world.log_ref(2) is not again
     np.testing.assert_array_equal(again, first)
+
+
+@pytest.mark.parametrize("name", ["enumerated", "markov"])
+def test_the_reference_is_at_kl_zero_from_itself_and_a_copy_of_it_too(name):
+    world, reward, other = _setup(name)
+    rewards = {"r": reward, "o": other}
+    own = world.evaluate(world.ref, rewards)
+    copy = world.evaluate(Table(world, world.table(world.ref).copy()), rewards)  # not the reference object: logs
+    assert own["kl_to_reference"] == 0.0 and copy["kl_to_reference"] == 0.0
+    assert own == copy

@@ -47,10 +47,10 @@ def soft_planner(ctx: AgentContext, cfg) -> AgentResult:
     the curve still holds the whole path, with ``step_angle``: the angle between the projected proxy and the step
     to the next point (NaN at the last point).
     """
-    if not cfg.path:
-        return AgentResult(ctx.world.soft_policy(ctx.proxy, cfg.beta))
-    # each point of the path is evaluated in the pass that solves it (rows formed once, not again by the evaluation)
+    # the policy (each point of a path) is evaluated in the pass that solves it: its rows are formed once
     solve = lambda beta: ctx.world.soft_policy(ctx.proxy, beta, evaluate=ctx.rewards)  # noqa: E731
+    if not cfg.path:
+        return AgentResult(solve(cfg.beta))
     measured = ctx.world.n_states * ctx.world.n_actions <= MEASURE_ENTRIES or cfg.early_stop_angle is not None
     if not measured:  # the measures would cost more than the path itself: left out
         return pressure_path(ctx, cfg, solve)

@@ -739,9 +739,12 @@ class World(ABC):
                 pi = block_rows(policy, t, lo, hi, whole)
                 for name, r in rewards.items():
                     per_state[name][t][lo:hi] = np.einsum("ij,ij->i", pi, block_rows(r, t, lo, hi, whole))
-                kl[t][lo:hi] = (
-                    known[t][lo:hi] if known is not None else row_kl(pi, self.log_ref_block(t, lo, hi, whole))
-                )
+                if known is not None:
+                    kl[t][lo:hi] = known[t][lo:hi]
+                elif policy is self.ref:  # log pi - log pi_ref is exactly 0 wherever pi > 0
+                    kl[t][lo:hi] = 0.0
+                else:
+                    kl[t][lo:hi] = row_kl(pi, self.log_ref_block(t, lo, hi, whole))
                 if nxt is not None:
                     self.push_into(t, lo, hi, d[t][lo:hi, None] * pi[:, f:], nxt)
             if nxt is not None:
