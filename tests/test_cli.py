@@ -270,6 +270,28 @@ def test_multirun_sweep(tmp_path):
     assert "agent.beta=0.1,env=tiny,seed=0" in found
 
 
+def test_hydra_mode_set_on_the_command_line_still_sweeps(tmp_path):
+    """experiments.run spares hydra the composition that only reads hydra.mode (None in every rmsim config), but
+    not when the command line sets it: ``hydra.mode=MULTIRUN`` without ``-m`` sweeps."""
+    proc = run_cli("hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path / 'sweep'}", "env=tiny", "seed=0,1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json")) == [
+        "env=tiny,seed=0",
+        "env=tiny,seed=1",
+    ]
+
+
+def test_no_config_sets_hydra_mode():
+    """What experiments.run.skip_mode_composition relies on: no file under configs/ sets ``hydra.mode`` (a config
+    that did would be run in that mode only when named on the command line... or not at all: hydra reads it first)."""
+    from omegaconf import OmegaConf
+
+    files = sorted((ROOT / "configs").rglob("*.yaml"))
+    assert len(files) > 40
+    setting = [f for f in files if "mode" in ((OmegaConf.to_container(OmegaConf.load(f)) or {}).get("hydra") or {})]
+    assert not setting
+
+
 # ------------------------------------------------------------- composition
 CONFIG_DIR = ROOT / "configs"
 
