@@ -142,6 +142,7 @@ MODULES: dict[str, list[str]] = {
         "tests/test_pins_reward_models.py",
     ],
     # agents' update rules
+    "sim/agents/base.py": ["tests/test_agents.py", "tests/test_ppo.py", "tests/test_pins_agents.py"],
     "sim/agents/planners.py": ["tests/test_agents.py", "tests/test_pins_agents.py"],
     "sim/agents/tabular.py": ["tests/test_agents.py", "tests/test_pins_agents.py"],
     "sim/agents/linear.py": ["tests/test_agents.py", "tests/test_pins_agents.py"],
@@ -207,8 +208,35 @@ def toml_list(xs: list[str]) -> str:
     return "[" + ", ".join(json.dumps(x) for x in xs) + "]"
 
 
+def undecorate_registered(source: str) -> str:
+    """``source`` with each module-level function decorated by ``@register(...)`` alone written as the plain function
+    followed by ``name = register(...)(name)``: the same module to Python (that is what a decorator does, and
+    ``sim.agents.base.register`` returns the function), but mutmut, which leaves decorated functions alone, then
+    mutates the registered agents' bodies too. Other decorated functions are left as they are."""
+    import libcst as cst
+
+    module = cst.parse_module(source)
+    body: list = []
+    for stmt in module.body:
+        dec = stmt.decorators[0].decorator if isinstance(stmt, cst.FunctionDef) and len(stmt.decorators) == 1 else None
+        if isinstance(dec, cst.Call) and isinstance(dec.func, cst.Name) and dec.func.value == "register":
+            name = stmt.name.value
+            body.append(stmt.with_changes(decorators=[], leading_lines=stmt.decorators[0].leading_lines))
+            call = cst.Call(func=dec, args=[cst.Arg(cst.Name(name))])
+            body.append(cst.SimpleStatementLine([cst.Assign(targets=[cst.AssignTarget(cst.Name(name))], value=call)]))
+        else:
+            body.append(stmt)
+    return module.with_changes(body=body).code
+
+
+def prepared(module: str) -> str:
+    """The source of ``module`` as mutmut is given it (:func:`undecorate_registered`)."""
+    return undecorate_registered((ROOT / module).read_text())
+
+
 def snapshot(module: str, tests: list[str], workdir: Path) -> None:
-    """A fresh copy of the working tree in ``workdir`` whose pyproject.toml runs mutmut on ``module`` alone."""
+    """A fresh copy of the working tree in ``workdir`` whose pyproject.toml runs mutmut on ``module`` alone (the
+    module as :func:`prepared` gives it)."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
@@ -216,6 +244,7 @@ def snapshot(module: str, tests: list[str], workdir: Path) -> None:
     for name in ["sim", *ALSO_COPY]:
         if (ROOT / name).exists():
             shutil.copytree(ROOT / name, workdir / name, ignore=ignore)
+    (workdir / module).write_text(prepared(module))
     text = (ROOT / "pyproject.toml").read_text()
     text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text)  # ours replaces any committed section
     text += f"""
@@ -373,7 +402,7 @@ def retest_module(
     workdir = WORK / slug(module)
     if not (workdir / "mutants" / (module + ".meta")).exists():
         raise SystemExit(f"{module}: no previous run in {workdir}; run it in full first")
-    if (workdir / module).read_bytes() != (ROOT / module).read_bytes():
+    if (workdir / module).read_text() != prepared(module):
         raise SystemExit(f"{module}: the source changed since its last run; run it in full again")
     names = [
         k
