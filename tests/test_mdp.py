@@ -11,9 +11,6 @@ from sim.worlds import EnumeratedWorld, World
 from sim.worlds.enumerated import MAX_ENUMERATED_ENTRIES, enumerated_size, validate_world
 from tests.brute import sequences
 
-# sim.worlds.base.World.end_length: without EOS, np.where(t == H - 1, t + 1, -1) never broadcasts against ``a``, so
-# end_length_table() is (S, 1) instead of (S, A) (and FeatureMap(world, ["length"]).gather raises on such worlds)
-
 
 def test_sizes_match_formula(small_world):
     m = small_world
