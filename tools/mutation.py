@@ -98,6 +98,7 @@ MODULES: dict[str, list[str]] = {
         "tests/test_markov.py",
         "tests/test_pins_build.py",
     ],
+    "sim/goodhart.py": ["tests/test_goodhart.py", "tests/test_pins_agents.py", "tests/test_pins_goodhart.py"],
     "sim/metrics.py": [
         "tests/test_score.py",
         "tests/test_corruption.py",
@@ -130,6 +131,11 @@ MODULES: dict[str, list[str]] = {
         "tests/test_feedback.py",
         "tests/test_reward_models.py",
         "tests/test_pins_feedback.py",
+    ],
+    "sim/feedback/active.py": [
+        "tests/test_active_queries.py",
+        "tests/test_pins_feedback.py",
+        "tests/test_pins_active.py",
     ],
     "sim/reward_models/fit.py": [
         "tests/test_reward_models.py",
