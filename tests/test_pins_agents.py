@@ -13,15 +13,17 @@ import pytest
 from scipy import optimize
 from scipy.special import expit, log_softmax
 
+import sim.agents.base as agent_base
 import sim.agents.linear as linear
 import sim.agents.planners as planners
 import sim.agents.ppo as ppo
 import sim.agents.rl_free as rl_free
+import sim.agents.tabular as tabular
 from sim import goodhart
-from sim.agents import AgentContext, run_agent
+from sim.agents import AgentContext, AgentResult, run_agent
 from sim.agents.tabular import greedy_policy
 from sim.build import build_setup
-from sim.config import AgentConfig, Config, CorruptionConfig, EnvConfig, MisspecConfig, OracleConfig
+from sim.config import AgentConfig, Config, CorruptionConfig, EnvConfig, MisspecConfig, NoiseConfig, OracleConfig
 from sim.errors import ConfigError
 from sim.features import FeatureMap
 from sim.feedback import FeedbackData
@@ -155,6 +157,18 @@ def test_soft_planner_measures_the_path_up_to_measure_entries(drifting, monkeypa
     # an early-stopping rule measures the path whatever its size
     stop = run_agent(ctx, AgentConfig(beta=0.01, path=True, checkpoints=4, path_max_beta=20.0, early_stop_angle=0.3))
     assert "early_stop_step" in stop.extra and "path_ndh" in stop.extra
+
+
+def test_soft_planner_policies_carry_the_evaluation_of_the_pass_that_solved_them(drifting):
+    s, proxy, ctx = drifting
+    for cfg in (AgentConfig(beta=0.37), AgentConfig(beta=0.01, path=True, checkpoints=3, path_max_beta=20.0)):
+        res = run_agent(ctx, cfg)
+        carried = res.policy.evaluated(s.world.ref, ctx.rewards)
+        assert carried is not None, cfg
+        fresh = s.world.evaluate(s.world.soft_policy(proxy, cfg.beta), ctx.rewards)
+        assert carried.keys() == fresh.keys()
+        for k in fresh:
+            assert carried[k] == pytest.approx(fresh[k], rel=1e-10)
 
 
 def test_soft_planner_refuses_an_early_stop_angle_without_a_path():
@@ -607,3 +621,793 @@ def test_ppo_value_gradient_of_one_sample_and_the_policy_templates():
     assert err.value.field == "agent.templates"
     pol = ppo.PPOPolicy(world, AgentConfig(name="ppo", policy="tabular"))
     assert pol.snapshot().world is world
+
+
+# --- the registered agents' bodies, one update at a time (mutation testing of their loops) ---------------------------
+#
+# Each agent runs a few updates on a tiny world; the same updates are recomputed here from their formulas, written
+# entry by entry (dicts and Python loops where the agent vectorises), with the agent's own random stream replayed
+# from its seed. The learned table or weights are caught where the agent hands them to its policy builder.
+
+
+def _tiny_ctx(seed: int = 3, noisy: bool = True, compressed: bool = False):
+    """A 2-prompt, 3-token, horizon-3 world with a softmax (compressed: bigram) pi_ref and, if ``noisy``, a noisy
+    channel (sampled rewards differ from the expected proxy)."""
+    env = EnvConfig(n_prompts=2, vocab_size=3, horizon=3, compressed=compressed,
+                    reference="bigram" if compressed else "softmax")  # fmt: skip
+    corruption = CorruptionConfig(noise=NoiseConfig(sigma=0.3)) if noisy else None
+    s = build_setup(env, OracleConfig(), corruption, seed)
+    return AgentContext(s.world, s.channel.expected(), s.channel, s.oracle, np.random.default_rng(seed))
+
+
+def _averaged(table, visits, keys, deltas, lr, decay):
+    """``averaged_update`` entry by entry: each key moves by lr / (1 + visits)^decay times its mean delta."""
+    groups: dict[int, list[float]] = {}
+    for k, d in zip(np.asarray(keys).tolist(), np.asarray(deltas).tolist(), strict=True):
+        groups.setdefault(k, []).append(d)
+    for k, ds in groups.items():
+        step = lr / (1.0 + visits.flat[k]) ** decay if decay > 0 else lr
+        table.flat[k] += step * sum(ds) / len(ds)
+        visits.flat[k] += len(ds)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("natural", [True, False])
+def test_exact_policy_gradient_steps_by_hand(natural):
+    ctx = _tiny_ctx(noisy=False)
+    world = ctx.world
+    cfg = AgentConfig(name="policy_gradient", beta=0.4, lr=0.8 if natural else 5.0, steps=4, checkpoints=2,
+                      natural=natural)  # fmt: skip
+    res = run_agent(ctx, cfg)
+    log_ref = np.log(world.table(world.ref))
+    proxy = world.table(ctx.proxy)
+    theta = log_ref.copy()
+    seen = []
+    for _ in range(4):
+        pi = _softmax(theta)
+        reg = proxy - 0.4 * (np.log(pi) - log_ref)
+        V, Q = world.policy_values(Table(world, pi), Table(world, reg))
+        adv = np.concatenate(Q) - np.concatenate(V)[:, None]
+        if natural:
+            theta = theta + 0.8 * adv
+        else:
+            d = np.concatenate(world.occupancy(Table(world, pi)))
+            theta = theta + 5.0 * d[:, None] * pi * adv
+        seen.append(_softmax(theta))
+    np.testing.assert_allclose(world.table(res.policy), seen[-1], rtol=1e-10)
+    assert np.abs(seen[-1] - world.table(world.ref)).max() > 0.05  # the steps moved it
+    assert res.policy.world is world
+    assert [row["step"] for row in res.curve] == [1, 4]  # agent.checkpoints = 2 points: 1 and the budget
+    for row, pi in zip(res.curve, [seen[0], seen[3]], strict=True):
+        assert row["oracle_return"] == pytest.approx(ctx.evaluate(Table(world, pi))["oracle_return"], rel=1e-10)
+    assert res.curve[0]["kl_to_reference"] > 1e-4
+
+
+def test_sampled_policy_gradient_batches_by_hand():
+    ctx = _tiny_ctx()
+    world = ctx.world
+    res = run_agent(ctx, AgentConfig(name="policy_gradient", mode="sampled", beta=0.3, lr=0.7, steps=15, batch=5,
+                                     checkpoints=2))  # fmt: skip
+    rng = np.random.default_rng(3)
+    log_ref = np.log(world.table(world.ref))
+    theta = log_ref.copy()
+    baseline, base_visits = np.zeros(world.n_states), np.zeros(world.n_states)
+    for _ in range(3):  # 15 episodes in batches of 5: the third batch's advantages read a baseline updated twice
+        pi = _softmax(theta)
+        states, actions, rewards, alive = world.rollout(Table(world, pi), ctx.channel, rng, 5)
+        grads: dict[int, list[np.ndarray]] = {}
+        seen_s, seen_g = [], []
+        for b in range(5):
+            steps = [t for t in range(world.horizon) if alive[b, t]]
+            sa = [(states[b, t], actions[b, t]) for t in steps]
+            reg = [rewards[b, t] - 0.3 * (np.log(pi[x]) - log_ref[x]) for t, x in zip(steps, sa, strict=True)]
+            for i, t in enumerate(steps):
+                s, a, g = states[b, t], actions[b, t], sum(reg[i:])
+                score = -pi[s] * (g - baseline[s])
+                score[a] += g - baseline[s]
+                grads.setdefault(s, []).append(score)
+                seen_s.append(s)
+                seen_g.append(g)
+        for s, gs in grads.items():
+            theta[s] += 0.7 * np.mean(gs, axis=0)
+        seen_s = np.array(seen_s)
+        _averaged(baseline, base_visits, seen_s, np.array(seen_g) - baseline[seen_s], 1.0, 1.0)
+    np.testing.assert_allclose(world.table(res.policy), _softmax(theta), rtol=1e-10)
+    assert [row["step"] for row in res.curve] == [5, 15]  # checkpoints 1 and 15: the first batch passes 1
+    assert res.policy.world is world
+    assert res.curve[-1]["oracle_return"] == pytest.approx(ctx.evaluate(res.policy)["oracle_return"], rel=1e-12)
+
+
+def test_q_learning_batches_by_hand(monkeypatch):
+    """Q-learning through the batched env, 6 episodes in slots of 2: a slot that ended last step learns nothing from
+    its reset step; each (s, a) moves by lr / (1 + visits)^decay times its batch's mean TD error."""
+    tables = []
+    real = tabular.greedy_policy
+    monkeypatch.setattr(tabular, "greedy_policy", lambda world, Q: (tables.append(Q.copy()), real(world, Q))[1])
+    ctx = _tiny_ctx()
+    world = ctx.world
+    cfg = AgentConfig(name="q_learning", steps=6, batch=2, lr=0.6, lr_decay=0.5, epsilon=0.3, checkpoints=2)
+    calls = []
+    ctx.progress = lambda done, total: calls.append((done, total))
+    res = run_agent(ctx, cfg)
+    assert {t for _, t in calls} == {6} and calls[-1] == (6, 6)  # progress over the budget of episodes
+    rng = np.random.default_rng(3)
+    A = world.n_actions
+    Q = 1e-12 * rng.random((world.n_states, A))
+    visits = np.zeros((world.n_states, A))
+    envs = tabular.vector_env(ctx, 2)
+    obs, _ = envs.reset(seed=int(rng.integers(2**63)))
+    ended = np.zeros(2, dtype=bool)
+    episodes = updates = 0
+    records = []
+    points = [1, 6]  # agent.checkpoints = 2: the first episode and the budget
+    while episodes < 6:
+        s = obs
+        eps = max(0.3, 1.0 - 0.7 * episodes / 3.0)  # annealed over the first half of 6 episodes
+        greedy = Q[s].argmax(axis=1)
+        a = np.where(rng.random(2) < eps, rng.integers(0, A, 2), greedy)
+        obs, r, term, _, _ = envs.step(a)
+        keys, deltas = [], []
+        for b in range(2):
+            if ended[b]:
+                continue
+            target = r[b] + (0.0 if term[b] else Q[obs[b]].max())
+            keys.append(s[b] * A + a[b])
+            deltas.append(target - Q[s[b], a[b]])
+        _averaged(Q, visits, keys, deltas, 0.6, 0.5)
+        updates += len(keys)
+        episodes += int(sum(term[b] and not ended[b] for b in range(2)))
+        ended = term.copy()
+        if points and episodes >= points[0]:
+            records.append((episodes, Q.copy()))
+            points = [p for p in points if p > episodes]
+    np.testing.assert_allclose(tables[-1], Q, rtol=1e-12)
+    assert res.policy.world is world and len(records) == 2
+    assert (visits > 0).sum() >= 6 and res.extra == {"updates": float(updates)}
+    assert [row["step"] for row in res.curve] == [e for e, _ in records]
+    assert len(tables) == len(records) + 1  # one greedy policy per curve point, and the result's
+    for row, (_, q), caught in zip(res.curve, records, tables, strict=False):
+        np.testing.assert_allclose(caught, q, rtol=1e-12)
+        assert row["oracle_return"] == pytest.approx(ctx.evaluate(real(world, q))["oracle_return"], rel=1e-12)
+
+
+@pytest.mark.parametrize("target_kl", [None, 0.01, 0.5])
+def test_ppo_iterations_by_hand(target_kl):
+    """Three PPO iterations of 4 episodes (2 epochs of 3 minibatches): the rollout from a snapshot, the per-token KL
+    penalty from pi_ref's own table, GAE on the value function's predictions, normalised advantages, one Adam step of
+    the policy and of the value function per minibatch, and the controller's beta."""
+    ctx = _tiny_ctx()
+    world = ctx.world
+    cfg = AgentConfig(name="ppo", policy="tabular", beta=0.2, lr=0.3, value_lr=0.2, steps=12, batch=4, epochs=2,
+                      minibatch=3, clip=0.15, gae_lambda=0.9, target_kl=target_kl, checkpoints=2)  # fmt: skip
+    calls = []
+    ctx.progress = lambda done, total: calls.append((done, total))
+    res = run_agent(ctx, cfg)
+    assert calls == [(4, 12), (8, 12), (12, 12)]  # progress over the budget of episodes, once per batch
+    rng = np.random.default_rng(3)
+    log_ref_table = np.log(world.table(world.ref))
+    policy, value = ppo.PPOPolicy(world, cfg), ppo.ValueFunction(world)
+    opt_pi, opt_v = ppo.Adam(policy.theta.size, 0.3), ppo.Adam(value.w.size, 0.2)
+    beta, rows = 0.2, []
+    for episodes in (4, 8, 12):
+        states, actions, rewards, alive = world.rollout(policy.snapshot(), ctx.channel, rng, 4)
+        s, a = states[alive], actions[alive]
+        logp_old_flat = log_softmax(policy.logits(s), axis=1)[np.arange(s.size), a]
+        logp_old, logp_ref = np.zeros(states.shape), np.zeros(states.shape)
+        logp_old[alive], logp_ref[alive] = logp_old_flat, log_ref_table[s, a]
+        pen = np.where(alive, rewards - beta * (logp_old - logp_ref), 0.0)
+        values = np.zeros(states.shape)
+        values[alive] = value(s)
+        adv2d = np.zeros(states.shape)  # GAE(0.9), gamma = 1, backwards along each episode
+        for i in range(4):
+            following = 0.0
+            for t in reversed(np.flatnonzero(alive[i])):
+                v_next = values[i, t + 1] if t + 1 < world.horizon and alive[i, t + 1] else 0.0
+                following = pen[i, t] + v_next - values[i, t] + 0.9 * following
+                adv2d[i, t] = following
+        adv, ret = adv2d[alive], adv2d[alive] + values[alive]
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        for _ in range(2):
+            perm = rng.permutation(s.size)
+            for mb in np.array_split(perm, 3):
+                logp_all = log_softmax(policy.logits(s[mb]), axis=1)
+                ratio = np.exp(logp_all[np.arange(mb.size), a[mb]] - logp_old_flat[mb])
+                inside = np.where(adv[mb] > 0, ratio < 1.15, ratio > 0.85)  # where the clipped term has a gradient
+                coef = np.where(inside, ratio * adv[mb], 0.0) / mb.size
+                opt_pi.step(policy.theta, policy.gradient(s[mb], a[mb], -coef, np.exp(logp_all)))
+                opt_v.step(value.w, value.gradient(s[mb], value(s[mb]) - ret[mb]))
+        if target_kl is not None:
+            kl = float((logp_old - logp_ref).sum(axis=1).mean())
+            beta *= 1.0 + 0.1 * min(max((kl - target_kl) / target_kl, -0.2), 0.2)
+        rows.append((episodes, world.table(policy.snapshot()).copy(), beta))
+    np.testing.assert_allclose(world.table(res.policy), rows[-1][1], rtol=1e-10)
+    assert np.abs(rows[-1][1] - world.table(world.ref)).max() > 0.05
+    assert res.extra == {"final_beta": pytest.approx(beta, rel=1e-12)} and type(res.extra["final_beta"]) is float
+    if target_kl == 0.01:  # the batches' KLs: 0 (pi_ref), then far above the target: clipped at -20%, +20%, +20%
+        assert beta == pytest.approx(0.2 * 0.98 * 1.02 * 1.02, rel=1e-12)
+    if target_kl == 0.5:  # the batches' KLs: 0 (pi_ref), 0.54, 0.23; the second is within the 20% clip
+        assert beta == pytest.approx(0.2 * 0.98 * (1 + 0.1 * (0.5420524164623345 - 0.5) / 0.5) * 0.98, rel=1e-9)
+    assert [row["step"] for row in res.curve] == [4, 12]  # checkpoints 1 and 12: the first batch passes 1
+    for row, (_, pi, b) in zip(res.curve, [rows[0], rows[2]], strict=True):
+        ev = ctx.evaluate(Table(world, pi))
+        assert row["oracle_return"] == pytest.approx(ev["oracle_return"], rel=1e-10)
+        assert row["sqrt_kl"] == pytest.approx(np.sqrt(ev["kl_to_reference"]), rel=1e-8)
+        assert set(row) == {"step", "oracle_return", "proxy_return", "kl_to_reference", "sqrt_kl"} | (
+            {"beta"} if target_kl is not None else set()
+        )
+        if target_kl is not None:
+            assert row["beta"] == pytest.approx(b, rel=1e-12)
+
+
+def _dense_features(world, fm) -> np.ndarray:
+    """phi(s, a) for every transition, dense: (S, A, D)."""
+    S, A = world.n_states, world.n_actions
+    return fm.design(np.repeat(np.arange(S), A), np.tile(np.arange(A), S)).toarray().reshape(S, A, fm.dim)
+
+
+def _catch_linear(monkeypatch) -> list[np.ndarray]:
+    """The weights each greedy linear policy is built from."""
+    caught: list[np.ndarray] = []
+    real = linear.greedy_linear
+    monkeypatch.setattr(linear, "greedy_linear", lambda world, fm, w: (caught.append(w.copy()), real(world, fm, w))[1])
+    return caught
+
+
+def test_linear_q_batches_by_hand(monkeypatch):
+    """Semi-gradient Q-learning over [bigram, length, position] (length is inactive where a token continues), 6
+    episodes in slots of 2: each active feature of (s, a) moves by (lr / K) / (1 + its visits)^decay times its batch's
+    mean TD error; a slot's reset step teaches nothing."""
+    caught = _catch_linear(monkeypatch)
+    ctx = _tiny_ctx()
+    world = ctx.world
+    cfg = AgentConfig(name="linear_q", templates=["bigram", "length", "position"], steps=6, batch=2, lr=0.6,
+                      lr_decay=0.5, epsilon=0.3, checkpoints=2)  # fmt: skip
+    res = run_agent(ctx, cfg)
+    fm = FeatureMap(world, ["bigram", "length", "position"])
+    phi = _dense_features(world, fm)
+    assert set(np.unique(phi)) == {0.0, 1.0}
+    rng = np.random.default_rng(3)
+    A, D = world.n_actions, fm.dim
+    w = 1e-12 * rng.random(D)
+    visits = np.zeros(D)
+    envs = tabular.vector_env(ctx, 2)
+    obs, _ = envs.reset(seed=int(rng.integers(2**63)))
+    ended = np.zeros(2, dtype=bool)
+    episodes, records, points = 0, [], [1, 6]
+    while episodes < 6:
+        s = obs
+        q = phi[s] @ w
+        eps = max(0.3, 1.0 - 0.7 * episodes / 3.0)
+        a = np.where(rng.random(2) < eps, rng.integers(0, A, 2), q.argmax(axis=1))
+        obs, r, term, _, _ = envs.step(a)
+        keys, deltas = [], []
+        for b in range(2):
+            if ended[b]:
+                continue
+            target = r[b] + (0.0 if term[b] else (phi[obs[b]] @ w).max())
+            for j in np.flatnonzero(phi[s[b], a[b]]):
+                keys.append(j)
+                deltas.append(target - q[b, a[b]])
+        _averaged(w, visits, keys, deltas, 0.6 / 3, 0.5)
+        episodes += int(sum(term[b] and not ended[b] for b in range(2)))
+        ended = term.copy()
+        if points and episodes >= points[0]:
+            records.append((episodes, w.copy()))
+            points = [p for p in points if p > episodes]
+    assert len(caught) == len(records) + 1 == 3 and (visits > 0).sum() >= 6
+    np.testing.assert_allclose(caught[-1], w, rtol=1e-12)
+    assert res.policy.world is world and (phi.sum(axis=2) < 3).any()  # some transitions have an inactive template
+    assert ctx.evaluate(res.policy) == ctx.evaluate(linear.greedy_linear(world, fm, w))
+    assert [row["step"] for row in res.curve] == [e for e, _ in records]
+    for (_, want), got in zip(records, caught, strict=False):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_lspi_iterations_by_hand(monkeypatch):
+    """LSTD-Q on 7 uniform-policy episodes (chunks of 3, 3, 1): w = (Phi^T (Phi - Phi'_pi) + 1e-6 I)^-1 Phi^T r, then
+    greedy, until the greedy choices at the next states repeat."""
+    caught = _catch_linear(monkeypatch)
+    ctx = _tiny_ctx()
+    world = ctx.world
+    calls = []
+    ctx.progress = lambda done, total: calls.append((done, total))
+    res = run_agent(ctx, AgentConfig(name="lspi", templates=["position", "bigram"], steps=7, batch=3, checkpoints=4))
+    assert {total for _, total in calls} == {30}  # progress out of the 30 iterations it may take
+    fm = FeatureMap(world, ["position", "bigram"])
+    phi = _dense_features(world, fm)
+    rng = np.random.default_rng(3)
+    uniform = Table(world, np.full((world.n_states, world.n_actions), 1.0 / world.n_actions))
+    chunks = [world.rollout(uniform, ctx.channel, rng, n) for n in (3, 3, 1)]
+    S_, A_, R_, L_ = (np.concatenate([c[i] for c in chunks]) for i in range(4))
+    s, a, r = S_[L_], A_[L_], R_[L_]
+    assert s.size > 7  # several steps per episode
+    nxt = world.next_state(s, a)
+    Phi = phi[s, a]
+    w, prev, ws, it = np.zeros(fm.dim), None, [], 0
+    while it < 30:
+        it += 1
+        a_next = np.array([(phi[n] @ w).argmax() if n >= 0 else -1 for n in nxt])
+        if prev is not None and np.array_equal(a_next, prev):
+            break
+        prev = a_next
+        Phi_next = np.array([phi[n, an] if n >= 0 else np.zeros(fm.dim) for n, an in zip(nxt, a_next, strict=True)])
+        w = np.linalg.lstsq(Phi.T @ (Phi - Phi_next) + 1e-6 * np.eye(fm.dim), Phi.T @ r, rcond=None)[0]
+        ws.append(w)
+    assert res.extra == {"lspi_iterations": float(it)} and it == 4  # 3 solves, the 4th repeats the choices
+    np.testing.assert_allclose(caught[-1], w, rtol=1e-8, atol=1e-10)
+    assert res.policy.world is world
+    np.testing.assert_array_equal(world.table(res.policy), world.table(linear.greedy_linear(world, fm, w)))
+    assert len(ws) == it - 1  # stopped when the greedy choices repeated
+    assert [row["step"] for row in res.curve] == [p for p in (1, 3, 10, 30) if p <= len(ws)]  # geomspace(1, 30, 4)
+    for row in res.curve:
+        want = ws[row["step"] - 1]
+        assert row["oracle_return"] == pytest.approx(
+            ctx.evaluate(linear.greedy_linear(world, fm, want))["oracle_return"], rel=1e-10
+        )
+
+
+@pytest.mark.parametrize("templates", [["position", "bigram"], ["length"]])
+def test_exact_natural_loglinear_pg_steps_by_hand(templates):
+    """theta += lr F^+ g with g = sum_s d(s) sum_a pi(a|s) A_reg(s, a) phi(s, a) and F = sum_s d(s) Cov_pi(phi(s, .))
+    plus a ridge of 1e-10 max(trace F, 1e-12), dense. F is singular (trace 2.2 over position and bigram, 0.45 over
+    length alone): the ridge moves the policy by about 1e-9, which the agent and this replica resolve (to 1e-15)."""
+    ctx = _tiny_ctx(noisy=False)
+    world = ctx.world
+    cfg = AgentConfig(name="loglinear_pg", templates=templates, beta=0.4, lr=0.8, steps=3, checkpoints=2)
+    res = run_agent(ctx, cfg)
+    fm = FeatureMap(world, templates)
+    phi = _dense_features(world, fm)
+    log_ref, proxy = np.log(world.table(world.ref)), world.table(ctx.proxy)
+    theta, seen = np.zeros(fm.dim), []
+    for _ in range(3):
+        logits = log_ref + phi @ theta
+        pi = _softmax(logits)
+        reg = proxy - 0.4 * (np.log(pi) - log_ref)
+        V, Q = world.policy_values(Table(world, pi), Table(world, reg))
+        V, Q = np.concatenate(V), np.concatenate(Q)
+        d = np.concatenate(world.occupancy(Table(world, pi)))
+        g = np.einsum("s,sa,sa,sad->d", d, pi, Q - V[:, None], phi)
+        mean = np.einsum("sa,sad->sd", pi, phi)
+        centred = phi - mean[:, None, :]
+        F = np.einsum("s,sa,sad,sae->de", d, pi, centred, centred)
+        F += 1e-10 * max(np.trace(F), 1e-12) * np.eye(fm.dim)
+        theta = theta + 0.8 * np.linalg.lstsq(F, g, rcond=None)[0]
+        seen.append(_softmax(log_ref + phi @ theta))
+    np.testing.assert_allclose(world.table(res.policy), seen[-1], rtol=0, atol=1e-14)
+    assert np.abs(seen[-1] - seen[0]).max() > 1e-4 and np.abs(seen[0] - world.table(world.ref)).max() > 0.05
+    assert [row["step"] for row in res.curve] == [1, 3] and res.policy.world is world
+    for row, pi in zip(res.curve, [seen[0], seen[2]], strict=True):
+        assert row["oracle_return"] == pytest.approx(ctx.evaluate(Table(world, pi))["oracle_return"], rel=1e-8)
+
+
+def test_sampled_loglinear_pg_batches_by_hand():
+    """REINFORCE on [position, bigram]: sum over the batch's steps of (G - b(s)) (phi(s, a) - E_pi phi(s, .)), divided
+    by the batch, times lr; the per-state baseline is the running mean of G."""
+    ctx = _tiny_ctx()
+    world = ctx.world
+    cfg = AgentConfig(name="loglinear_pg", mode="sampled", templates=["position", "bigram"], beta=0.3, lr=0.7,
+                      steps=15, batch=5, checkpoints=2)  # fmt: skip
+    res = run_agent(ctx, cfg)
+    fm = FeatureMap(world, ["position", "bigram"])
+    phi = _dense_features(world, fm)
+    log_ref = np.log(world.table(world.ref))
+    rng = np.random.default_rng(3)
+    theta = np.zeros(fm.dim)
+    baseline, base_visits = np.zeros(world.n_states), np.zeros(world.n_states)
+    for _ in range(3):  # the third batch reads a baseline updated twice
+        pi = _softmax(log_ref + phi @ theta)
+        states, actions, rewards, alive = world.rollout(Table(world, pi), ctx.channel, rng, 5)
+        grad = np.zeros(fm.dim)
+        seen_s, seen_g = [], []
+        for b in range(5):
+            steps = [t for t in range(world.horizon) if alive[b, t]]
+            sa = [(states[b, t], actions[b, t]) for t in steps]
+            reg = [rewards[b, t] - 0.3 * (np.log(pi[x]) - log_ref[x]) for t, x in zip(steps, sa, strict=True)]
+            for i, t in enumerate(steps):
+                s, a, g = states[b, t], actions[b, t], sum(reg[i:])
+                grad += (g - baseline[s]) * (phi[s, a] - pi[s] @ phi[s])
+                seen_s.append(s)
+                seen_g.append(g)
+        theta = theta + 0.7 * grad / 5
+        seen_s = np.array(seen_s)
+        _averaged(baseline, base_visits, seen_s, np.array(seen_g) - baseline[seen_s], 1.0, 1.0)
+    np.testing.assert_allclose(world.table(res.policy), _softmax(log_ref + phi @ theta), rtol=1e-10)
+    assert np.abs(theta).max() > 0.05
+    assert [row["step"] for row in res.curve] == [5, 15] and res.policy.world is world
+    assert res.curve[-1]["oracle_return"] == pytest.approx(ctx.evaluate(res.policy)["oracle_return"], rel=1e-12)
+
+
+def test_plain_exact_loglinear_pg_is_lbfgs_on_the_regularised_objective():
+    """natural=false: L-BFGS (gtol 1e-10, ftol 1e-15, at most agent.steps iterations) on -(J_proxy - beta KL) with the
+    exact gradient -sum_s d(s) sum_a pi(a|s) A_reg(s, a) phi(s, a), from theta = 0; the curve at its checkpoints."""
+    ctx = _tiny_ctx(noisy=False)
+    world = ctx.world
+    cfg = AgentConfig(name="loglinear_pg", templates=["position", "bigram"], beta=0.4, natural=False, steps=5,
+                      checkpoints=5)  # fmt: skip
+    res = run_agent(ctx, cfg)
+    fm = FeatureMap(world, ["position", "bigram"])
+    phi = _dense_features(world, fm)
+    log_ref, proxy = np.log(world.table(world.ref)), world.table(ctx.proxy)
+
+    def objective(theta):
+        pi = _softmax(log_ref + phi @ theta)
+        reg = proxy - 0.4 * (np.log(pi) - log_ref)
+        V, Q = world.policy_values(Table(world, pi), Table(world, reg))
+        d = np.concatenate(world.occupancy(Table(world, pi)))
+        V0 = V[0].mean()  # the prompts are uniform
+        return -V0, -np.einsum("s,sa,sa,sad->d", d, pi, np.concatenate(Q) - np.concatenate(V)[:, None], phi)
+
+    seen = []
+    opt = optimize.minimize(objective, np.zeros(fm.dim), jac=True, method="L-BFGS-B",
+                            callback=lambda x: seen.append(x.copy()),
+                            options={"maxiter": 5, "gtol": 1e-10, "ftol": 1e-15})  # fmt: skip
+    assert len(seen) == 5
+    np.testing.assert_allclose(world.table(res.policy), _softmax(log_ref + phi @ opt.x), rtol=1e-7)
+    assert [row["step"] for row in res.curve] == [1, 2, 3, 5]  # round(geomspace(1, 5, 5)) = 1, 2, 2, 3, 5
+    for row in res.curve:
+        pi = Table(world, _softmax(log_ref + phi @ seen[row["step"] - 1]))
+        assert row["oracle_return"] == pytest.approx(ctx.evaluate(pi)["oracle_return"], rel=1e-7)
+    # converged before its budget, between checkpoints: the curve still ends at the last iteration
+    seen.clear()
+    conv = optimize.minimize(objective, np.zeros(fm.dim), jac=True, method="L-BFGS-B",
+                             callback=lambda x: seen.append(x.copy()),
+                             options={"maxiter": 300, "gtol": 1e-10, "ftol": 1e-15})  # fmt: skip
+    long = run_agent(ctx, AgentConfig(name="loglinear_pg", templates=["position", "bigram"], beta=0.4, natural=False,
+                                      steps=300, checkpoints=3))  # fmt: skip
+    assert 17 < len(seen) < 300 and conv.nit == len(seen)
+    assert [row["step"] for row in long.curve] == [1, 17, len(seen)]  # round(geomspace(1, 300, 3)) = 1, 17, 300
+    np.testing.assert_allclose(world.table(long.policy), _softmax(log_ref + phi @ conv.x), rtol=1e-6)
+    # a proxy of zero: pi_ref is the optimum, L-BFGS takes no step, and the curve has the policy at step 1
+    zero = AgentContext(world, Table(world, np.zeros((world.n_states, world.n_actions))), ctx.channel, ctx.oracle,
+                        np.random.default_rng(0))  # fmt: skip
+    still = run_agent(zero, AgentConfig(name="loglinear_pg", templates=["position", "bigram"], beta=0.4,
+                                        natural=False, steps=5, checkpoints=3))  # fmt: skip
+    assert [row["step"] for row in still.curve] == [1]
+    np.testing.assert_allclose(world.table(still.policy), world.table(world.ref), rtol=1e-12)
+    # a budget that stops between checkpoints: the curve still ends at the last iteration
+    four = run_agent(ctx, AgentConfig(name="loglinear_pg", templates=["position", "bigram"], beta=0.4, natural=False,
+                                      steps=4, checkpoints=3))  # fmt: skip
+    assert [row["step"] for row in four.curve] == [1, 2, 4]  # round(geomspace(1, 4, 3)) = 1, 2, 4
+    three = run_agent(ctx, AgentConfig(name="loglinear_pg", templates=["position", "bigram"], beta=0.4, natural=False,
+                                       steps=3, checkpoints=2))  # fmt: skip
+    assert [row["step"] for row in three.curve] == [1, 3]
+    np.testing.assert_allclose(world.table(three.policy), _softmax(log_ref + phi @ seen[2]), rtol=1e-7)
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["enumerated", "markov"])
+def test_best_of_n_path_by_hand(compressed):
+    """The path along n = round(geomspace(1, n, k)) and the policy at agent.n, from the world's reference source (all
+    sequences, or agent.samples draws per prompt from the agent's generator)."""
+    ctx = _tiny_ctx(compressed=compressed)
+    world = ctx.world
+    res = run_agent(ctx, AgentConfig(name="best_of_n", n=5, path=True, checkpoints=3, samples=7))
+    seqs, ref = world.sequence_source(world.ref).coverage(np.repeat(np.arange(2), 7), np.random.default_rng(3))
+    R = world.sequence_returns(ctx.proxy, seqs)
+
+    def pi(n):
+        return world.weighted_policy(seqs, rl_free.best_of_n_distribution(seqs.prompt, R, ref, n, 2))
+
+    assert res.extra == {"kl_bound": pytest.approx(np.log(5) - 0.8, rel=1e-14)}
+    assert [row["step"] for row in res.curve] == [1, 2, 5] and [row["n"] for row in res.curve] == [1.0, 2.0, 5.0]
+    for row in res.curve:
+        n = row["step"]
+        assert type(row["n"]) is float and row["kl_bound"] == pytest.approx(np.log(n) - (n - 1) / n, abs=1e-15)
+        for k, v in ctx.evaluate(pi(n)).items():
+            assert row[k] == pytest.approx(v, rel=1e-12, abs=1e-15)
+    for k, v in ctx.evaluate(pi(5)).items():
+        assert ctx.evaluate(res.policy)[k] == pytest.approx(v, rel=1e-12, abs=1e-15)
+    assert res.curve[-1]["oracle_return"] != pytest.approx(res.curve[0]["oracle_return"], rel=1e-3)
+    assert run_agent(ctx, AgentConfig(name="best_of_n", n=5, samples=7)).curve == []  # no path, no curve
+
+
+# --- sim.agents.base -------------------------------------------------------------------------------------------------
+
+
+def test_curve_points_progress_and_records_by_hand():
+    ctx = _tiny_ctx(noisy=False)
+    calls = []
+    ctx.progress = lambda done, total: calls.append((done, total))
+    curve = agent_base.Curve(ctx, 50, 4)  # round(geomspace(1, 50, 4)) = 1, 4, 14, 50
+    assert curve.ctx is ctx and curve.total == 50 and curve.next == 0 and curve.rows == []
+    np.testing.assert_array_equal(curve.points, [1, 4, 14, 50])
+    assert curve.points.dtype == np.int64
+    assert curve.due(1) and calls == [(1, 50)]
+    curve.record(1, ctx.world.ref, beta=0.5)
+    assert curve.next == 1 and not curve.due(3) and curve.due(4) and curve.due(13)
+    curve.record(20, ctx.world.ref)  # passes 4 and 14 at once
+    assert curve.next == 3 and not curve.due(49) and curve.due(60)
+    assert calls[-1] == (50, 50)  # progress is capped at the total
+    curve.record(60, ctx.world.ref)
+    assert curve.next == 4 and not curve.due(10**6)  # past the last checkpoint: never due again
+    ev = ctx.evaluate(ctx.world.ref)
+    assert curve.rows[0] == {"step": 1, **ev, "beta": 0.5} and type(curve.rows[0]["step"]) is int
+    assert [r["step"] for r in curve.rows] == [1, 20, 60]
+    assert agent_base.Curve(ctx, 10**6).points.size == 20  # 20 checkpoints by default (all distinct here)
+    ctx.progress = None
+    assert agent_base.Curve(ctx, 5, 2).due(5)  # without a callback
+
+
+def test_beta_path_default_top_and_pressure_path():
+    cfg = AgentConfig(beta=0.05, checkpoints=3)
+    np.testing.assert_allclose(agent_base.beta_path(cfg), [100.0, np.sqrt(5.0), 0.05], rtol=1e-14)  # max(100, 50)
+    np.testing.assert_allclose(agent_base.beta_path(AgentConfig(beta=0.4, checkpoints=2)), [400.0, 0.4], rtol=1e-14)
+    np.testing.assert_allclose(agent_base.beta_path(AgentConfig(beta=0.4, checkpoints=2, path_max_beta=3.0)),
+                               [3.0, 0.4], rtol=1e-14)  # fmt: skip
+    ctx = _tiny_ctx(noisy=False)
+    asked = []
+    res = agent_base.pressure_path(ctx, cfg, lambda b: (asked.append(b), ctx.world.soft_policy(ctx.proxy, b))[1])
+    assert asked == pytest.approx([100.0, np.sqrt(5.0), 0.05], rel=1e-14) and all(type(b) is float for b in asked)
+    assert [r["step"] for r in res.curve] == [1, 2, 3] and [r["beta"] for r in res.curve] == asked
+    for r, b in zip(res.curve, asked, strict=True):
+        assert r["kl_to_reference"] == pytest.approx(
+            ctx.evaluate(ctx.world.soft_policy(ctx.proxy, b))["kl_to_reference"], rel=1e-12
+        )
+    assert res.extra == {}
+
+
+def test_register_records_the_capabilities_and_agent_spec_names_the_agents():
+    def fn(ctx, cfg):
+        return AgentResult(ctx.world.ref)
+
+    def tmpl(cfg):
+        return ["bigram"]
+
+    def chk(config):
+        return None
+
+    try:
+        assert agent_base.register("pin_toy", worlds=["markov"], learns_from="samples", kl=True, keys=["beta"],
+                                   templates=tmpl, check=chk, requires=["numpy"])(fn) is fn  # fmt: skip
+        spec = agent_base.agent_spec("pin_toy")
+        assert spec == agent_base.AgentSpec("pin_toy", fn, ("markov",), "samples", True, ("beta",), tmpl, chk,
+                                            ("numpy",))  # fmt: skip
+        assert spec.available
+        agent_base.register("pin_plain")(fn)
+        plain = agent_base.AGENTS["pin_plain"]
+        assert (plain.worlds, plain.learns_from, plain.kl, plain.keys, plain.templates, plain.check) == (
+            ("enumerated", "markov"), "expected", False, (), None, None)  # fmt: skip
+        assert plain.requires == () and plain.available
+        assert not agent_base.AgentSpec("x", fn, requires=("numpy", "no_such_module_rmsim")).available
+    finally:
+        agent_base.AGENTS.pop("pin_toy", None)
+        agent_base.AGENTS.pop("pin_plain", None)
+    with pytest.raises(ConfigError) as err:
+        agent_base.agent_spec("pin_toy")
+    assert (err.value.field, err.value.value) == ("agent.name", "pin_toy")
+    assert err.value.allowed == f"one of {sorted(agent_base.AGENTS)}"
+
+
+def test_agent_context_defaults_and_rewards():
+    ctx = _tiny_ctx(noisy=False)
+    plain = AgentContext(ctx.world, ctx.proxy, ctx.channel, ctx.oracle, ctx.rng)
+    assert plain.feedback is None and plain.progress is None
+    assert plain.rewards.keys() == {"oracle", "proxy"}
+    assert plain.rewards["oracle"] is ctx.oracle.reward and plain.rewards["proxy"] is ctx.proxy
+    ev = plain.evaluate(ctx.world.ref)
+    want = ctx.world.evaluate(ctx.world.ref, {"oracle": ctx.oracle.reward, "proxy": ctx.proxy})
+    assert ev == {"oracle_return": want["oracle"], "proxy_return": want["proxy"],
+                  "kl_to_reference": want["kl_to_reference"]}  # fmt: skip
+    res = AgentResult("p")
+    assert res.curve == [] and res.extra == {}
+
+
+def test_row_helpers_by_hand():
+    z = np.array([[1.0, 3.0, 2.0], [0.5, -1.0, 0.5]])
+    want = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(agent_base.softmax_rows(z.copy()), want, rtol=1e-14)
+    np.testing.assert_allclose(agent_base.softmax_rows(np.array([[1000.0, 999.0]])), [[1 / (1 + np.exp(-1)),
+                               1 / (1 + np.e)]], rtol=1e-14)  # fmt: skip
+    best, top = agent_base.row_max(z)
+    np.testing.assert_array_equal(best, [1, 0])
+    np.testing.assert_array_equal(top, [3.0, 0.5])
+    np.testing.assert_array_equal(agent_base.greedy_rows(z), [[0, 1, 0], [1, 0, 0]])  # a tie: the lowest token
+    assert agent_base.greedy_rows(z.astype(np.float32)).dtype == np.float64
+
+
+def test_sample_from_is_the_inverse_cdf_of_unnormalised_rows():
+    probs = np.array([[0.2, 0.6, 0.2], [1.0, 1.0, 2.0], [0.0, 0.0, 3.0]])
+    u = np.random.default_rng(7).random(3)
+    want = [int(np.searchsorted(np.cumsum(p), x * p.sum(), side="right")) for p, x in zip(probs, u, strict=True)]
+    np.testing.assert_array_equal(agent_base.sample_from(probs, np.random.default_rng(7)), np.minimum(want, 2))
+    many = agent_base.sample_from(np.tile([[1.0, 1.0, 2.0]], (4000, 1)), np.random.default_rng(1))
+    np.testing.assert_allclose(np.bincount(many, minlength=3) / 4000, [0.25, 0.25, 0.5], atol=0.03)
+
+    # a u at the very top of the total cannot index beyond the last token
+    class One:
+        def random(self, n):
+            return np.ones(n)
+
+    np.testing.assert_array_equal(agent_base.sample_from(probs, One()), [2, 2, 2])
+
+
+def test_averaged_update_and_epsilon_by_hand():
+    table, visits = np.array([0.0, 1.0, 2.0, 3.0]), np.array([0.0, 3.0, 0.0, 1.0])
+    agent_base.averaged_update(table, visits, np.array([1, 3, 1, 1]), np.array([2.0, -1.0, 4.0, 0.0]), 0.5, 0.5)
+    np.testing.assert_allclose(table, [0.0, 1.0 + 0.5 / 2.0 * 2.0, 2.0, 3.0 - 0.5 / np.sqrt(2.0)], rtol=1e-14)
+    np.testing.assert_array_equal(visits, [0.0, 6.0, 0.0, 2.0])
+    flat = np.zeros(3)
+    agent_base.averaged_update(flat, np.array([5.0, 0.0, 0.0]), np.array([0, 0]), np.array([1.0, 3.0]), 0.5, 0.0)
+    np.testing.assert_allclose(flat, [1.0, 0.0, 0.0])  # decay 0: the plain step lr
+    assert agent_base.epsilon_at(0, 100, 0.1) == 1.0
+    assert agent_base.epsilon_at(25, 100, 0.1) == pytest.approx(1.0 - 0.9 * 25 / 50, rel=1e-15)
+    assert agent_base.epsilon_at(80, 100, 0.1) == 0.1
+    assert agent_base.epsilon_at(1, 1, 0.2) == pytest.approx(0.2)  # max(1, 0.5 total) = 1
+    assert agent_base.epsilon_at(1, 3, 0.4) == pytest.approx(1.0 - 0.6 / 1.5, rel=1e-15)
+
+
+def test_explore_epsilon_greedy_and_boltzmann_by_hand():
+    q = np.array([[0.1, 0.5, 0.2], [0.3, -0.2, 0.1], [0.0, 0.0, 0.9], [0.2, 0.1, 0.0]])
+    cfg = AgentConfig(exploration="epsilon", epsilon=0.3, steps=8)
+    rng = np.random.default_rng(4)
+    u, rand = rng.random(4), rng.integers(0, 3, 4)
+    eps = 1.0 - 0.7 * 2 / 4.0
+    want = np.where(u < eps, rand, q.argmax(axis=1))
+    np.testing.assert_array_equal(agent_base.explore(q, cfg, 2, np.random.default_rng(4)), want)
+    assert (u < eps).any() and (u >= eps).any()
+    late = agent_base.explore(np.tile(q, (500, 1)), cfg, 8, np.random.default_rng(5))
+    assert np.mean(late != np.tile(q.argmax(axis=1), 500)) == pytest.approx(0.3 * 2 / 3, abs=0.04)
+    cold = AgentConfig(exploration="boltzmann", temperature=0.25)
+    want = agent_base.sample_from(agent_base.softmax_rows(q / 0.25), np.random.default_rng(6))
+    np.testing.assert_array_equal(agent_base.explore(q, cold, 0, np.random.default_rng(6)), want)
+    many = agent_base.explore(np.tile(q[:1], (4000, 1)), cold, 0, np.random.default_rng(6))
+    np.testing.assert_allclose(np.bincount(many, minlength=3) / 4000, _softmax(q[:1] / 0.25)[0], atol=0.03)
+
+
+def test_log_ratio_by_hand():
+    logits = np.array([[0.0, 1.0, -1.0]])
+    with np.errstate(divide="ignore"):
+        log_ref = np.log(np.array([[0.5, 0.5, 0.0]]))
+    z = np.exp(logits[0])
+    want = np.log(z / z.sum()) - np.array([np.log(0.5), np.log(0.5), 0.0])
+    want[2] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(agent_base.log_ratio(logits, log_ref), [want], rtol=1e-14)
+
+
+class _FixedDraws:
+    """A stand-in generator whose uniforms are given (to put a draw exactly on a boundary)."""
+
+    def __init__(self, u: float, k: int = 2):
+        self.u, self.k = u, k
+
+    def random(self, n):
+        return np.full(n, self.u)
+
+    def integers(self, lo, hi, n):
+        return np.full(n, self.k)
+
+
+def test_boundary_draws_of_sample_from_and_explore():
+    # u * total exactly on a cumulative mass: the inverse CDF of [0, 1), [1, 2), [2, 4) gives the next token
+    np.testing.assert_array_equal(agent_base.sample_from(np.array([[1.0, 1.0, 2.0]]), _FixedDraws(0.25)), [1])
+    np.testing.assert_array_equal(agent_base.sample_from(np.array([[1.0, 1.0, 2.0]]), _FixedDraws(0.5)), [2])
+    # epsilon 0 never explores, even on a uniform draw of exactly 0
+    q = np.array([[0.1, 0.5, 0.2]])
+    cfg = AgentConfig(exploration="epsilon", epsilon=0.0, steps=4)
+    np.testing.assert_array_equal(agent_base.explore(q, cfg, 4, _FixedDraws(0.0)), [1])
+    np.testing.assert_array_equal(agent_base.explore(q, cfg, 0, _FixedDraws(0.0)), [2])  # epsilon 1 at the start
+
+
+def test_softmax_rows_is_stable_per_row_and_log_ratio_quiet_where_both_are_impossible():
+    z = np.array([[1000.0, 999.0], [0.0, -1.0]])  # rows of very different scales: each is shifted by its own max
+    np.testing.assert_allclose(agent_base.softmax_rows(z), [[1 / (1 + np.exp(-1)), 1 / (1 + np.e)]] * 2, rtol=1e-14)
+    logits = np.array([[0.0, -np.inf, 1.0]])
+    with np.errstate(divide="ignore"):
+        log_ref = np.log(np.array([[0.5, 0.0, 0.5]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(all="warn"):
+            out = agent_base.log_ratio(logits, log_ref)
+    z = np.exp([0.0, 1.0])
+    np.testing.assert_allclose(out, [[np.log(z[0] / z.sum() / 0.5), 0.0, np.log(z[1] / z.sum() / 0.5)]], rtol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["policy_gradient", "loglinear_pg"])
+@pytest.mark.parametrize("mode", ["exact", "plain", "sampled"])
+def test_policy_gradients_take_a_reference_with_impossible_tokens_quietly(mode, name):
+    """pi_ref = 0 on some tokens: log pi_ref is -inf there without a divide warning, and they stay impossible."""
+    ctx = _tiny_ctx(noisy=False)
+    world = ctx.world
+    ref = world.table(world.ref).copy()
+    ref[::2, 1] = 0.0
+    ref /= ref.sum(axis=1, keepdims=True)
+    world.ref = Table(world, ref)
+    with warnings.catch_warnings(), np.errstate(all="warn"):
+        warnings.simplefilter("error")
+        cfg = AgentConfig(name=name, mode="sampled" if mode == "sampled" else "exact", natural=mode != "plain",
+                          beta=0.4, lr=0.5, steps=4, batch=2, templates=["position", "bigram"])  # fmt: skip
+        res = run_agent(ctx, cfg)
+    pi = world.table(res.policy)
+    assert np.all(pi[::2, 1] == 0.0) and np.all(pi[1::2, 1] > 0.0)
+
+
+@pytest.mark.parametrize("name", ["linear_q", "lspi", "loglinear_pg"])
+def test_linear_agents_name_agent_templates_when_the_world_refuses_them(name):
+    ctx = _tiny_ctx(compressed=True)
+    with pytest.raises(ConfigError) as err:
+        run_agent(ctx, AgentConfig(name=name, templates=["hashed"], steps=2, batch=2))
+    assert err.value.field == "agent.templates"
+
+
+def test_ppo_pieces_by_hand_on_padded_steps():
+    """Padded steps (after an episode's end) carry rewards and values that must not leak: GAE(0.5) and its returns,
+    the KL-penalised rewards and the clipped surrogate's mean, by hand."""
+    r = np.array([[1.0, -2.0, 7.0], [0.5, 9.0, 9.0]])
+    v = np.array([[0.25, 1.5, 3.0], [-1.0, 4.0, 4.0]])
+    alive = np.array([[True, True, False], [True, False, False]])
+    adv, ret = ppo.gae(r, v, alive, 0.5)
+    a1 = -2.0 + 0.0 - 1.5  # the last real step: nothing follows
+    a0 = 1.0 + 1.5 - 0.25 + 0.5 * a1
+    b0 = 0.5 - (-1.0)
+    np.testing.assert_allclose(adv, [[a0, a1, 0.0], [b0, 0.0, 0.0]], rtol=1e-15)
+    np.testing.assert_allclose(ret, [[a0 + 0.25, a1 + 1.5, 0.0], [b0 - 1.0, 0.0, 0.0]], rtol=1e-15)
+    pen = ppo.kl_penalised(r, np.full((2, 3), -0.5), np.full((2, 3), -1.25), alive, 0.4)
+    np.testing.assert_allclose(pen, [[1.0 - 0.3, -2.0 - 0.3, 0.0], [0.5 - 0.3, 0.0, 0.0]], rtol=1e-15)
+    logp_new, logp_old, a = np.log([1.1, 0.7, 1.5]), np.zeros(3), np.array([2.0, -1.0, 0.5])
+    loss, _ = ppo.clipped_surrogate(logp_new, logp_old, a, 0.2)
+    # min(rho A, clip(rho) A): 1.1 * 2 | min(-0.7, -0.8) = -0.8 | min(0.75, 0.6) = 0.6
+    assert loss == pytest.approx(-(2.2 - 0.8 + 0.6) / 3, rel=1e-14)
+
+
+def test_sampled_loglinear_pg_with_a_batch_that_ends_before_the_horizon():
+    """A batch of one episode that ends (EOS) before the last level: the per-level pass stops there, and the update
+    still happens."""
+    ctx = _tiny_ctx()
+    world = ctx.world
+    seed = next(k for k in range(50) if not world.rollout(world.ref, ctx.channel, np.random.default_rng(k), 1)[3].all())
+    ctx.rng = np.random.default_rng(seed)
+    cfg = AgentConfig(name="loglinear_pg", mode="sampled", templates=["position", "bigram"], beta=0.3, lr=0.7,
+                      steps=1, batch=1)  # fmt: skip
+    res = run_agent(ctx, cfg)
+    states, actions, rewards, alive = world.rollout(world.ref, ctx.channel, np.random.default_rng(seed), 1)
+    assert not alive[0].all() and res.policy.world is world
+    assert np.abs(world.table(res.policy) - world.table(world.ref)).max() > 1e-3
+
+
+def test_lspi_stops_after_30_solves_when_the_greedy_choices_never_settle(monkeypatch):
+    """A feature map whose values are fresh noise at every call: the greedy choices at the next states never repeat,
+    and LSPI stops at its cap of 30 iterations."""
+    noise = np.random.default_rng(11)
+
+    class Restless(FeatureMap):
+        def values(self, theta, states):
+            return noise.normal(size=(np.size(states), self.world.n_actions))
+
+    monkeypatch.setattr(linear, "FeatureMap", Restless)
+    ctx = _tiny_ctx()
+    res = run_agent(ctx, AgentConfig(name="lspi", templates=["position", "bigram"], steps=20, batch=10, checkpoints=3))
+    assert res.extra == {"lspi_iterations": 30.0}
+    assert [row["step"] for row in res.curve] == [1, 5, 30]  # round(geomspace(1, 30, 3))
+
+
+def test_best_of_n_distribution_shares_a_tie_in_a_later_prompt():
+    # prompt 1 (not the first): returns 2, 2, -1 with weights 0.2, 0.1, 0.1 (conditional 1/2, 1/4, 1/4); prompt 0: one
+    # sequence. The tie group wins unless both draws are the -1, shared 2 : 1 by pi_ref; the prompts' masses 0.6, 0.4
+    prompt = np.array([0, 1, 1, 1])
+    out = rl_free.best_of_n_distribution(prompt, np.array([1.0, 2.0, 2.0, -1.0]), np.array([0.6, 0.2, 0.1, 0.1]), 2, 2)
+    top = 1 - (1 / 4) ** 2
+    np.testing.assert_allclose(out, [0.6, top * 2 / 3 * 0.4, top / 3 * 0.4, (1 / 4) ** 2 * 0.4], rtol=1e-13)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_preference_objective_with_a_sequence_that_only_wins_or_only_loses(flip):
+    """Sequence 1 is the loser of every pair (or, flipped, the winner): the other sequences appear on one side only,
+    so the per-sequence sums of either side cover fewer sequences than the data hold."""
+    ctx = _pref_ctx()
+    d = ctx.feedback
+    items = np.array([[0, 1], [2, 1], [3, 1], [4, 1], [5, 1]])
+    labels = np.array([1.0, 0.25, 0.6, 0.8, 0.3])
+    if flip:
+        items, labels = items[:, ::-1].copy(), 1 - labels
+    ctx.feedback = FeedbackData("preferences", d.pool, items, labels, d.covered)
+    for loss in ("dpo", "ipo"):
+        problem = rl_free.PreferenceObjective(ctx, AgentConfig(name=loss, beta=0.7), loss)
+        x = problem.start() + 0.4 * np.random.default_rng(1).normal(size=problem.dim)
+        f, g = problem.objective(x)
+        assert f == pytest.approx(_by_hand_loss(ctx, problem.policy(x), loss, 0.7), rel=1e-10)
+        assert g.shape == x.shape and np.isfinite(g).all()

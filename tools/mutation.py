@@ -15,7 +15,7 @@ For each module the driver snapshots the working tree (``sim/``, ``tests/``, ``e
 (``only_mutate``) and its test files (``pytest_add_cli_args_test_selection``), and runs ``mutmut run`` there. mutmut
 copies that snapshot again into ``mutants/<module>/mutants/`` and mutates only the copy, so nothing under ``sim/``
 is ever touched. mutmut records which selected tests reach each function and runs, per mutant, only those (with
-``-x``, a CPU-time limit of ``(expected test time + 2 s) x 10`` and hypothesis's derandomised ``ci`` profile).
+``-x``, a CPU-time limit of ``(expected test time + 2 s) x 5`` and hypothesis's derandomised ``ci`` profile).
 
 Mutants listed in ``tests/mutation_equivalents.txt`` (``<mutant id>  # reason``, one a line) are excluded from the
 score. The score is ``(killed + timed out) / (tested - equivalent)``: a mutant that no selected test reaches
@@ -147,10 +147,12 @@ MODULES: dict[str, list[str]] = {
         "tests/test_pins_reward_models.py",
     ],
     # agents' update rules
-    "sim/agents/base.py": ["tests/test_agents.py", "tests/test_ppo.py", "tests/test_pins_agents.py"],
+    # base and linear against their pins alone: a mutant that never ends a training loop is stopped only by the
+    # CPU-time limit, minutes per mutant under the convergence tests of test_agents.py and test_ppo.py
+    "sim/agents/base.py": ["tests/test_pins_agents.py"],
     "sim/agents/planners.py": ["tests/test_agents.py", "tests/test_pins_agents.py"],
     "sim/agents/tabular.py": ["tests/test_agents.py", "tests/test_pins_agents.py"],
-    "sim/agents/linear.py": ["tests/test_agents.py", "tests/test_pins_agents.py"],
+    "sim/agents/linear.py": ["tests/test_pins_agents.py"],
     "sim/agents/rl_free.py": ["tests/test_agents.py", "tests/test_markov.py", "tests/test_pins_agents.py"],
     "sim/agents/ppo.py": ["tests/test_ppo.py", "tests/test_pins_agents.py"],
     "sim/rlhf.py": [
@@ -591,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
             print(table(data, [m]).splitlines()[-1], flush=True)
         return 1 if failed else 0
     for m in modules:
-        print(f"mutation: {m} against {' '.join(t for t in MODULES[m] if (ROOT / t).exists())}", flush=True)
+        listed = args.tests or MODULES[m]
+        print(f"mutation: {m} against {' '.join(t for t in listed if (ROOT / t).exists())}", flush=True)
         entry = run_module(m, args.jobs, args.verbose, args.sample, args.tests)
         data = load_json()  # merge with what other invocations wrote meanwhile
         data["modules"][m] = summarise(entry, equivalents, WORK / slug(m))
