@@ -493,6 +493,7 @@ def write_json(data: dict, equivalents: dict[str, str]) -> None:
     order = {m: i for i, m in enumerate(MODULES)}
     data["modules"] = dict(sorted(data["modules"].items(), key=lambda kv: order.get(kv[0], len(order))))
     data["stale_equivalents"] = stale
+    data["source_changed_since_run"] = source_changed(list(data["modules"]))
     data["score_rule"] = (
         "(killed + timed_out) / (tested - equivalent); 'no tests' mutants count as survived; with --sample, "
         "tested is the seeded sample and the rest is 'not_checked'"
@@ -502,6 +503,17 @@ def write_json(data: dict, equivalents: dict[str, str]) -> None:
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, sort_keys=False) + "\n")
     tmp.replace(RESULTS)
+
+
+def source_changed(modules: list[str]) -> list[str]:
+    """The modules whose source differs from the copy their last run mutated (``mutants/<module>/``): their scores
+    describe older code and need a full run again. A module without that copy is not listed (nothing to compare)."""
+    out = []
+    for module in modules:
+        copy = WORK / slug(module) / module
+        if copy.exists() and (ROOT / module).exists() and copy.read_text() != prepared(module):
+            out.append(module)
+    return out
 
 
 def mutmut_version() -> str:
@@ -604,6 +616,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mutation: {m}: mutmut failed (exit {entry['mutmut_exit_code']}):\n{entry['error']}", flush=True)
         print(table(data, [m]).splitlines()[-1], flush=True)
     print(table(data, modules))
+    if data.get("source_changed_since_run"):
+        print(f"changed since their last run (run them again): {' '.join(data['source_changed_since_run'])}")
     return 1 if failed else 0
 
 
