@@ -158,6 +158,6 @@ def test_phase_transition_fails_when_the_kl_term_is_dropped(monkeypatch, tmp_pat
     from sim.worlds.base import World
 
     greedy = World.greedy_policy
-    monkeypatch.setattr(World, "soft_policy", lambda self, reward, beta: greedy(self, reward))  # beta ignored
+    monkeypatch.setattr(World, "soft_policy", lambda self, reward, beta, evaluate=None: greedy(self, reward))  # no beta
     held, table = sanity("phase_transition", tmp_path)
     assert (table.groupby("seed")["kl_to_reference"].nunique() <= 3).all() and not held  # no path: one policy
