@@ -456,3 +456,35 @@ def test_token_scope_on_a_sequence_form_oracle_names_its_key():
         2,
         "0 with oracle.form=sequence (a sequence-form reward is paid at the end, not token by token)",
     )
+
+
+def test_token_noise_is_the_reward_table_plus_one_exact_draw_per_state_and_token():
+    """``unit=token``: reward + fixed_errors(rng, S * A, sigma, dist, df, alpha) drawn right after misspecification
+    (pareto with alpha 1.5, not the default 3: the law's own parameter reaches the draw)."""
+    import sim.corruption.misspec as misspec
+    from sim.corruption.noise import fixed_errors
+
+    world, oracle = _small()
+    nz = NoiseConfig(mode="fixed", unit="token", sigma=0.7, dist="pareto", alpha=1.5)
+    ch = build_channel(world, oracle, CorruptionConfig(noise=nz), seed=5)
+    rng = np.random.default_rng(5)
+    base = world.table(misspec.misspecify(world, oracle, CorruptionConfig().misspec, rng))
+    noise = fixed_errors(rng, world.n_states * world.n_actions, 0.7, "pareto", 3.0, 1.5)
+    np.testing.assert_array_equal(world.table(ch.reward), base + noise.reshape(base.shape))
+    assert ch.fixed_drop is None and ch.sigma == 0.0
+
+
+def test_fixed_drops_without_token_noise_draw_nothing_else_first():
+    """sigma = 0 with ``unit=token``: no error table is drawn (the reward stays the oracle's own object), so the
+    fixed drop mask is the first draw after misspecification."""
+    import sim.corruption.misspec as misspec
+
+    world, oracle = _small()
+    nz = NoiseConfig(mode="fixed", unit="token", sigma=0.0, drop=0.3)
+    ch = build_channel(world, oracle, CorruptionConfig(noise=nz), seed=9)
+    rng = np.random.default_rng(9)
+    reward = misspec.misspecify(world, oracle, CorruptionConfig().misspec, rng)
+    assert ch.reward is reward or ch.reward is oracle.reward
+    want = world.delivery_mask(1) & (rng.random((world.n_states, world.n_actions)) < 0.3)
+    np.testing.assert_array_equal(ch.fixed_drop, want)
+    assert 0 < want.sum() < want.size
