@@ -656,6 +656,15 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _returns_to_go(world, pi, log_ref, states, actions, rewards, alive, b, beta):
+    """``(s, a, g)`` for each real step of episode ``b``: ``g`` the sum from that step on of the reward minus
+    ``beta (log pi - log pi_ref)`` of each step taken (the sampled policy gradients' regularised return)."""
+    steps = [t for t in range(world.horizon) if alive[b, t]]
+    sa = [(states[b, t], actions[b, t]) for t in steps]
+    reg = [rewards[b, t] - beta * (np.log(pi[x]) - log_ref[x]) for t, x in zip(steps, sa, strict=True)]
+    return [(s, a, sum(reg[i:])) for i, (s, a) in enumerate(sa)]
+
+
 @pytest.mark.parametrize("natural", [True, False])
 def test_exact_policy_gradient_steps_by_hand(natural):
     ctx = _tiny_ctx(noisy=False)
@@ -702,11 +711,7 @@ def test_sampled_policy_gradient_batches_by_hand():
         grads: dict[int, list[np.ndarray]] = {}
         seen_s, seen_g = [], []
         for b in range(5):
-            steps = [t for t in range(world.horizon) if alive[b, t]]
-            sa = [(states[b, t], actions[b, t]) for t in steps]
-            reg = [rewards[b, t] - 0.3 * (np.log(pi[x]) - log_ref[x]) for t, x in zip(steps, sa, strict=True)]
-            for i, t in enumerate(steps):
-                s, a, g = states[b, t], actions[b, t], sum(reg[i:])
+            for s, a, g in _returns_to_go(world, pi, log_ref, states, actions, rewards, alive, b, 0.3):
                 score = -pi[s] * (g - baseline[s])
                 score[a] += g - baseline[s]
                 grads.setdefault(s, []).append(score)
@@ -1004,11 +1009,7 @@ def test_sampled_loglinear_pg_batches_by_hand():
         grad = np.zeros(fm.dim)
         seen_s, seen_g = [], []
         for b in range(5):
-            steps = [t for t in range(world.horizon) if alive[b, t]]
-            sa = [(states[b, t], actions[b, t]) for t in steps]
-            reg = [rewards[b, t] - 0.3 * (np.log(pi[x]) - log_ref[x]) for t, x in zip(steps, sa, strict=True)]
-            for i, t in enumerate(steps):
-                s, a, g = states[b, t], actions[b, t], sum(reg[i:])
+            for s, a, g in _returns_to_go(world, pi, log_ref, states, actions, rewards, alive, b, 0.3):
                 grad += (g - baseline[s]) * (phi[s, a] - pi[s] @ phi[s])
                 seen_s.append(s)
                 seen_g.append(g)

@@ -19,6 +19,7 @@ from sim.build import build_setup
 from sim.config import CorruptionConfig, EnvConfig, MisspecConfig, OracleConfig
 from sim.worlds.base import Table
 from tests import brute
+from tests.test_goodhart import brute_angle, brute_projection, occupancy_vector
 
 TINY = EnvConfig(n_prompts=2, vocab_size=4, horizon=3)
 NO_EOS = EnvConfig(n_prompts=2, vocab_size=3, horizon=3, eos=False)
@@ -47,32 +48,6 @@ def setup(request):
     return build_setup(env, OracleConfig(), CorruptionConfig(misspec=MisspecConfig(angle=0.7)), 3)
 
 
-def _constraints(world) -> np.ndarray:
-    S, A = world.n_states, world.n_actions
-    C = np.zeros((S, S * A))
-    for s in range(S):
-        C[s, s * A : (s + 1) * A] = 1.0
-    nxt = world.next_state(np.repeat(np.arange(S), A), np.tile(np.arange(A), S))
-    for k in np.flatnonzero(nxt >= 0):
-        C[nxt[k], k] -= 1.0
-    return C
-
-
-def _brute_project(world, r: np.ndarray) -> np.ndarray:
-    C = _constraints(world)
-    return (r.ravel() - np.linalg.pinv(C) @ (C @ r.ravel())).reshape(r.shape)
-
-
-def _brute_angle(world, r0: np.ndarray, r1: np.ndarray) -> float:
-    u, v = _brute_project(world, r0).ravel(), _brute_project(world, r1).ravel()
-    return float(np.arccos(np.clip(u @ v / np.linalg.norm(u) / np.linalg.norm(v), -1, 1)))
-
-
-def _eta(world, policy) -> np.ndarray:
-    d = np.concatenate(world.occupancy(policy))
-    return (d[:, None] * world.table(policy)).ravel()
-
-
 def _count_calls(monkeypatch, world, name: str) -> list[int]:
     calls = [0]
     real = getattr(world, name)
@@ -98,7 +73,7 @@ def _rewards(world, seed: int = 0):
 def test_projection_and_norms_match_the_pseudo_inverse(setup, mode):
     world = setup.world
     for values in _rewards(world):
-        want = _brute_project(world, values.astype(np.float64))
+        want = brute_projection(world, values.astype(np.float64))
         for reward in (Table(world, values), LevelOnly(Table(world, values))):
             np.testing.assert_allclose(goodhart.project(world, reward), want, atol=1e-10)
             norm = goodhart.projected_norm(world, reward)
@@ -117,10 +92,10 @@ def test_angle_matches_brute_force_with_rewards_of_every_form(setup, mode, monke
     a, b, c = _rewards(world, 1)
     calls = _count_calls(monkeypatch, world, "occupancy_potentials")
     got = goodhart.reward_angle(world, LevelOnly(Table(world, a)), Table(world, b))
-    assert got == pytest.approx(_brute_angle(world, a, b.astype(np.float64)), abs=1e-9)
+    assert got == pytest.approx(brute_angle(world, a, b.astype(np.float64)), abs=1e-9)
     assert calls[0] == 2  # one potential solve per reward
     got = goodhart.reward_angle(world, Table(world, c), LevelOnly(Table(world, a)))
-    assert got == pytest.approx(_brute_angle(world, c.astype(np.float64), a), abs=1e-9)
+    assert got == pytest.approx(brute_angle(world, c.astype(np.float64), a), abs=1e-9)
 
 
 def test_angle_is_scale_free_down_to_tiny_rewards_and_none_for_zero(setup):
@@ -145,7 +120,7 @@ def _policies(setup):
 
 def test_occupancy_step_and_distance_match_explicit_vectors(setup, mode, monkeypatch):
     world, proxy, p, q = _policies(setup)
-    d = _eta(world, q) - _eta(world, p)
+    d = occupancy_vector(world, q) - occupancy_vector(world, p)
     r = world.table(proxy).ravel()
     want_gain, want_len = float(r @ d), float(np.linalg.norm(d))
     assert want_len > 0.01 and abs(want_gain) > 1e-3
@@ -170,8 +145,8 @@ def test_occupancy_step_and_distance_match_explicit_vectors(setup, mode, monkeyp
 def test_path_step_angles_form_each_occupancy_once(setup, mode, monkeypatch):
     world, proxy, p, q = _policies(setup)
     r = world.soft_policy(proxy, 0.1)
-    m1 = _brute_project(world, world.table(proxy)).ravel()
-    etas = [_eta(world, x) for x in (p, q, r)]
+    m1 = brute_projection(world, world.table(proxy)).ravel()
+    etas = [occupancy_vector(world, x) for x in (p, q, r)]
     steps = [etas[1] - etas[0], etas[2] - etas[1]]
     want = [np.arccos(m1 @ d / np.linalg.norm(m1) / np.linalg.norm(d)) for d in steps]
     calls = _count_calls(monkeypatch, world, "occupancy")

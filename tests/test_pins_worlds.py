@@ -200,20 +200,17 @@ def test_validate_world_boundaries_and_messages():
         "shrink n_prompts, vocab_size or horizon, or set env.compressed=true for a Markov world that is never "
         "enumerated"
     )
-    # one prompt's two levels fit only with EOS (7071^2 <= 5e7 < 7071 * 7072): the prompts are to blame
-    with pytest.raises(ConfigError) as e:
-        validate_world(2, 7071, 2)
-    assert (e.value.field, e.value.value) == ("env.n_prompts", 2)
-    with pytest.raises(ConfigError) as e:
-        validate_world(2, 7071, 2, eos=False)
-    assert (e.value.field, e.value.value) == ("env.vocab_size", 7071)
+    # one prompt's two levels fit only with EOS (7071^2 <= 5e7 < 7071 * 7072): the prompts are to blame;
     # one prompt's tree fits only with EOS (84 * (1 + 83 + 83^2 + 83^3) <= 5e7 < 84 * (1 + 84 + 84^2 + 84^3))
-    with pytest.raises(ConfigError) as e:
-        validate_world(2, 84, 4)
-    assert (e.value.field, e.value.value) == ("env.n_prompts", 2)
-    with pytest.raises(ConfigError) as e:
-        validate_world(2, 84, 4, eos=False)
-    assert (e.value.field, e.value.value) == ("env.horizon", 4)
+    for args, eos, blamed in [
+        ((2, 7071, 2), True, ("env.n_prompts", 2)),
+        ((2, 7071, 2), False, ("env.vocab_size", 7071)),
+        ((2, 84, 4), True, ("env.n_prompts", 2)),
+        ((2, 84, 4), False, ("env.horizon", 4)),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            validate_world(*args, eos=eos)
+        assert (e.value.field, e.value.value) == blamed
     # H = 1: one prompt's level is exactly the limit (V = 5e7 entries), so neither the vocabulary nor the horizon
     with pytest.raises(ConfigError) as e:
         validate_world(2, limit, 1)
