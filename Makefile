@@ -45,7 +45,8 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix sim experiments hydra_plugins benchmarks tests tools examples
 
 test: lint
-	$(PY) -m pytest -n 2 --dist loadgroup --maxschedchunk=2 -q --durations=10 --ignore=tests/test_sb3.py  # test-sb3 runs those
+	$(PY) -m pytest -n 2 --dist loadgroup --maxschedchunk=2 -q --durations=10 --ignore=tests/test_sb3.py \
+		--ignore=sim/integrations/sb3.py  # test-sb3 runs those; the module has no doctest, and collecting it imports torch (3 s)
 
 # the stable-baselines3 integration: the sb3 extra into .venv (again only when pyproject.toml changes), its tests
 test-sb3: $(STAMP)

@@ -14,12 +14,12 @@ import sys
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
 
 import experiments  # noqa: F401  (single-threaded BLAS before numpy; registers the subdir resolver)
 from experiments.callbacks import FAILED, RAN_BY, SWEEP_ID
@@ -37,6 +37,9 @@ from experiments.io import (
 from experiments.report import arrays, summary
 from sim.errors import ConfigError, RunError
 from sim.run import RunResult, run
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 log = logging.getLogger("rmsim")
 
@@ -65,6 +68,8 @@ class ProgressBar:
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None or self.bar.total != total:
             self.close()
+            from tqdm.auto import tqdm  # here: a run without a bar does not pay its import
+
             self.bar = tqdm(total=total, leave=False, dynamic_ncols=True, desc="training")
         self.bar.update(done - self.bar.n)
         if done >= total:

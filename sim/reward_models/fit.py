@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import optimize, sparse
+from scipy import sparse
 from scipy.special import expit, log_expit, logsumexp
 
 Matrix = Any  # a dense ndarray or a scipy.sparse matrix
@@ -54,6 +54,8 @@ def bt_log_likelihood(returns: np.ndarray, pairs: np.ndarray, y: np.ndarray) -> 
 
 
 def _lbfgs(fun, theta0: np.ndarray, tol: float, maxiter: int) -> np.ndarray:
+    from scipy import optimize  # here, not at the top: it adds ~0.2 s to every process's start
+
     res = optimize.minimize(
         fun,
         theta0,
