@@ -23,7 +23,7 @@ it is not, a gap remains however long they train: the class cannot represent the
 from __future__ import annotations
 
 import numpy as np
-from scipy import optimize, sparse
+from scipy import sparse
 
 from sim.agents.base import (
     AgentContext,
@@ -172,8 +172,9 @@ def loglinear_pg(ctx: AgentContext, cfg) -> AgentResult:
         S, A = world.n_states, world.n_actions
         if cfg.natural:
             theta = np.zeros(fm.dim)
-            rows = np.repeat(np.arange(S), A)
-            Phi = fm.design(rows, np.tile(np.arange(A), S))  # (S*A, D)
+            D1 = fm.dim + 1  # feature indices per template, (S*A,): D1 - 1 where the template is inactive
+            cols = [g.ravel().astype(np.int64) for g in fm.global_rows(np.arange(S))]
+            state_cols = [np.repeat(np.arange(S) * D1, A) + c for c in cols]  # (s, feature) cells of M below
             for step in range(1, cfg.steps + 1):
                 logits = _loglinear_table(world, fm, log_ref, theta)
                 pi = softmax_rows(logits)
@@ -182,10 +183,14 @@ def loglinear_pg(ctx: AgentContext, cfg) -> AgentResult:
                 V, Q = np.concatenate(V), np.concatenate(Q)
                 d = np.concatenate(world.occupancy(Table(world, pi)))
                 w = (d[:, None] * pi).ravel()
-                grad = Phi.T @ (w * (Q - V[:, None]).ravel())
-                # Fisher F = sum_s d(s) Cov_pi(phi(s, .)) = Phi^T diag(d pi) Phi - M^T diag(d) M, M = E_pi phi per state
-                M = sparse.csr_matrix((pi.ravel(), (rows, np.arange(S * A))), shape=(S, S * A)) @ Phi
-                F = (Phi.T @ Phi.multiply(w[:, None]) - M.T @ M.multiply(d[:, None])).toarray()
+                wa = w * (Q - V[:, None]).ravel()
+                grad = sum(np.bincount(c, weights=wa, minlength=D1) for c in cols)[: fm.dim]
+                # Fisher F = sum_s d(s) Cov_pi(phi(s, .)) = Phi^T diag(d pi) Phi - M^T diag(d) M, M = E_pi phi per
+                # state; phi has one 1 per active template, so Phi^T diag(w) Phi sums w over pairs of active indices
+                gram = sum(np.bincount(ci * D1 + cj, weights=w, minlength=D1 * D1) for ci in cols for cj in cols)
+                M = sum(np.bincount(sc, weights=pi.ravel(), minlength=S * D1) for sc in state_cols)
+                M = M.reshape(S, D1)[:, : fm.dim]
+                F = gram.reshape(D1, D1)[: fm.dim, : fm.dim] - (M.T * d) @ M
                 F += 1e-10 * max(np.trace(F), 1e-12) * np.eye(fm.dim)
                 theta += cfg.lr * np.linalg.lstsq(F, grad, rcond=None)[0]
                 if curve.due(step):
@@ -208,6 +213,8 @@ def loglinear_pg(ctx: AgentContext, cfg) -> AgentResult:
             step[0] += 1
             if curve.due(step[0]):
                 curve.record(step[0], Table(world, softmax_rows(_loglinear_table(world, fm, log_ref, theta))))
+
+        from scipy import optimize  # here, not at the top: it adds ~0.2 s to every process's start
 
         res = optimize.minimize(
             objective,
