@@ -1,6 +1,7 @@
 """Command-line experiments: hydra entry point, tables and figures. ``sim`` stays free of all of this."""
 
 import os
+from functools import lru_cache
 
 # Multi-threaded BLAS makes small linear algebra several times slower on a 2-core machine.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -36,3 +37,23 @@ def _by_scale(scale: str, paper: object, sanity: object) -> object:
 
 
 OmegaConf.register_new_resolver("by_scale", _by_scale, replace=True)
+
+
+def parse_overrides(lines) -> list:
+    """Hydra's parse of command-line overrides (``OverridesParser.parse_overrides``), each distinct line parsed once
+    per process: the grammar costs about a millisecond per override, and a sweep's jobs repeat theirs in every check
+    (composition, boolean keys, inapplicable settings, directory names). The parsed overrides are shared: read them,
+    do not modify them."""
+    return [_parse_override(line) for line in lines]
+
+
+@lru_cache(maxsize=1 << 16)
+def _parse_override(line: str):
+    return _parser().parse_overrides([line])[0]
+
+
+@lru_cache(maxsize=1)
+def _parser():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()

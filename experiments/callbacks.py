@@ -24,6 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from experiments import parse_overrides
 from experiments.io import read_metrics
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -57,7 +58,7 @@ def job_config(name: str, overrides: list[str], cache: dict, groups: set[str]) -
     Raises:
         Exception: hydra's or OmegaConf's own error for an override they reject (unknown key, wrong type).
     """
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parsed = parse_overrides(overrides)
     selects = [o for o in parsed if o.key_or_group in groups or o.get_key_element().lstrip("+~") in groups]
     values = [o for o in parsed if o not in selects]
     key = tuple(o.input_line for o in selects)

@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from experiments import parse_overrides
 from sim.config import Config
 from sim.errors import ConfigError, check
 from sim.run import check as check_run
@@ -133,9 +134,7 @@ def check_overrides(overrides: list[str]) -> None:
     Raises:
         ConfigError: naming the key.
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    for o in OverridesParser.create().parse_overrides(overrides):
+    for o in parse_overrides(overrides):
         key = o.key_or_group.lstrip("+~")
         if key in BOOL_KEYS and not o.is_sweep_override():
             value = o.value()
@@ -207,13 +206,11 @@ def inapplicable(config: CLIConfig, overrides: list[str]) -> list[str]:
         config: the validated config.
         overrides: the run's overrides (``key=value`` strings; group choices such as ``agent=dpo`` are not judged).
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     from sim.agents import agent_spec
 
     spec = agent_spec(config.agent.name)
     out = []
-    for o in OverridesParser.create().parse_overrides(overrides):
+    for o in parse_overrides(overrides):
         key = o.key_or_group.lstrip("+~")
         head, _, rest = key.partition(".")
         if not rest:

@@ -23,7 +23,6 @@ from typing import Any, Optional  # noqa: UP035
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 SUBDIR = "${rmsim_subdir:${hydra.job.override_dirname},${seed}}"
@@ -41,9 +40,9 @@ ConfigStore.instance().store(group="hydra/sweeper", name="rmsim", node=ResumingS
 
 def job_subdir(job: list[str], exclude_keys: list[str], item_sep: str, kv_sep: str, default_seed: Any) -> str:
     """The run subdirectory rmsim's scheme gives a job (see ``experiments.job_subdir``)."""
-    from experiments import job_subdir
+    from experiments import job_subdir, parse_overrides
 
-    overrides = OverridesParser.create().parse_overrides(list(job))
+    overrides = parse_overrides(job)
     dirname = get_overrides_dirname(overrides, exclude_keys=exclude_keys, item_sep=item_sep, kv_sep=kv_sep)
     seed = default_seed
     for o in overrides:
