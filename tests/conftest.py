@@ -61,7 +61,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 #: Test files scheduled first under xdist (the slowest units).
-FIRST = ("test_claims_", "test_runner", "test_cli", "test_hardening", "test_experiments")
+FIRST = ("test_claims_", "test_runner", "test_cli", "test_hardening", "test_experiments", "test_plot")
 
 
 _SANITY: dict[str, tuple[bool, object]] = {}

@@ -29,7 +29,11 @@ def test_every_named_experiment_has_a_config_and_a_catalog_module():
 
 @pytest.mark.parametrize("name", catalog.NAMES)
 def test_named_experiment_composes_at_both_scales_and_sanity_is_smaller(name):
-    sizes = {}
+    """The first and last job of each scale's sweep validate, composed as the sweep callback composes them (once per
+    distinct choice of config groups: equal to hydra's own, test_a_large_sweep_is_validated_completely_and_fast)."""
+    from experiments.callbacks import config_groups, job_config
+
+    sizes, cache, groups = {}, {}, config_groups()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         for scale in ("paper", "sanity"):
             cfg = compose(
@@ -38,10 +42,10 @@ def test_named_experiment_composes_at_both_scales_and_sanity_is_smaller(name):
             OmegaConf.resolve(cfg)
             jobs = sweep_jobs(cfg)
             sizes[scale] = len(jobs)
-            for job in (jobs[0], jobs[-1]):  # the first and last job of the sweep validate
+            for job in (jobs[0], jobs[-1]):
                 task = [o for o in job if not o.startswith("hydra.")]
-                obj = OmegaConf.to_object(compose(config_name="config", overrides=task))
-                assert isinstance(obj, Config) and obj.name == name
+                obj = OmegaConf.to_object(job_config("config", task, cache, groups))
+                assert isinstance(obj, Config) and obj.name == name and obj.scale == scale
     assert sizes["sanity"] < sizes["paper"]
 
 

@@ -172,10 +172,16 @@ def test_two_identical_sweeps_into_one_directory_compute_each_job_once(tmp_path)
         ("env.eos=3", "env.eos"),
     ],  # fmt: skip
 )
-def test_unknown_keys_type_errors_and_non_booleans_exit_2_naming_the_key(tmp_path, override, key):
-    proc = run_cli(f"hydra.run.dir={tmp_path / 'run'}", override, cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    assert "rmsim: invalid config" in proc.stderr and key in proc.stderr
+def test_unknown_keys_type_errors_and_non_booleans_exit_2_naming_the_key(tmp_path, override, key, capsys):
+    """The command line's check before hydra runs anything, in this process (tests/test_cli.py runs the real command
+    on such values: exit 2 and no run directory)."""
+    from experiments.run import prevalidate
+
+    with pytest.raises(SystemExit) as exit_:
+        prevalidate([f"hydra.run.dir={tmp_path / 'run'}", override])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert "rmsim: invalid config" in err and key in err
     assert not (tmp_path / "run").exists()
 
 

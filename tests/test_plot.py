@@ -17,6 +17,7 @@ from experiments.plot import main, plot_curves, plot_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 BETAS = (0.01, 1.0, 100.0)
+pytestmark = pytest.mark.xdist_group("plot")  # one worker runs the sweeps below; the other need not wait for them
 
 
 COMMANDS = {
