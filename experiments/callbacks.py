@@ -51,6 +51,21 @@ def config_groups() -> set[str]:
     return {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*") if p.is_dir()}
 
 
+def _chooses_group(o, groups: set[str]) -> bool:
+    return o.key_or_group in groups or o.get_key_element().lstrip("+~") in groups
+
+
+def share_composition(cache: dict, overrides: list[str], groups: set[str], composed: DictConfig) -> None:
+    """Let a sweep's own composition (``composed``, of the sweep's command-line ``overrides``, with or without its
+    ``hydra`` node) serve :func:`job_config` for the jobs that choose the same config groups: hydra composes the same
+    config for them, and each of them sets the sweep's value overrides again (a sweep's jobs repeat its overrides)."""
+    key = tuple(o.input_line for o in parse_overrides(overrides) if _chooses_group(o, groups))
+    shared = composed.copy()
+    with open_dict(shared):
+        shared.pop("hydra", None)
+    cache.setdefault(key, shared)
+
+
 def job_config(name: str, overrides: list[str], cache: dict, groups: set[str]) -> DictConfig:
     """A job's composed config: hydra composes the config groups it selects (once per distinct selection, cached),
     then its value overrides are applied to a copy, exactly as hydra would apply them.
@@ -59,7 +74,7 @@ def job_config(name: str, overrides: list[str], cache: dict, groups: set[str]) -
         Exception: hydra's or OmegaConf's own error for an override they reject (unknown key, wrong type).
     """
     parsed = parse_overrides(overrides)
-    selects = [o for o in parsed if o.key_or_group in groups or o.get_key_element().lstrip("+~") in groups]
+    selects = [o for o in parsed if _chooses_group(o, groups)]
     values = [o for o in parsed if o not in selects]
     key = tuple(o.input_line for o in selects)
     if key not in cache:

@@ -95,7 +95,7 @@ def run_sweep_here(name: str, scale: str, results: Path = RESULTS, jobs: int = 1
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from experiments.callbacks import config_groups, job_config, sweep_jobs
+    from experiments.callbacks import config_groups, job_config, share_composition, sweep_jobs
     from experiments.config import is_stale, validate_object
     from experiments.io import read_metrics
     from experiments.run import set_aside
@@ -104,13 +104,11 @@ def run_sweep_here(name: str, scale: str, results: Path = RESULTS, jobs: int = 1
     root = sweep_dir(name, scale, results)
     todo, stale = [], []
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=[f"+experiment={name}", f"scale={scale}", *overrides],
-            return_hydra_config=True,
-        )
+        command = [f"+experiment={name}", f"scale={scale}", *overrides]
+        cfg = compose(config_name="config", overrides=command, return_hydra_config=True)
         od = cfg.hydra.job.config.override_dirname
         cache, groups = {}, config_groups()  # one composition per distinct choice of config groups
+        share_composition(cache, command, groups, cfg)  # the sweep's own serves the jobs that choose no other groups
         for job in sweep_jobs(cfg):
             task = [o for o in job if not o.lstrip("+~").startswith("hydra.")]
             out = root / job_subdir(job, list(od.exclude_keys), od.item_sep, od.kv_sep, cfg.seed)

@@ -92,6 +92,28 @@ def test_a_large_sweep_is_validated_completely_and_fast():
         assert n == len(sweep_jobs(bad)) and "feedback.myopia" in error
 
 
+@pytest.mark.parametrize("name", ["rlhf_vs_rlfree", "tabular_vs_linear"])
+def test_a_sweeps_own_composition_serves_its_jobs_as_their_own_would(name):
+    """run_sweep_here lets the sweep's composition (hydra node and all) stand in for its jobs' shared choice of config
+    groups: the jobs' configs are those composed from scratch, value for value and in the same order."""
+    from experiments.callbacks import config_groups, job_config, share_composition
+
+    groups = config_groups()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        command = [f"+experiment={name}", "scale=sanity", "seed=2"]
+        cfg = compose(config_name="config", overrides=command, return_hydra_config=True)
+        shared: dict = {}
+        share_composition(shared, command, groups, cfg)
+        assert "hydra" in cfg and len(shared) == 1  # the sweep's config is left whole
+        jobs = sweep_jobs(cfg)
+        fresh: dict = {}
+        for job in (jobs[0], jobs[-1]):
+            task = [o for o in job if not o.startswith("hydra.")]
+            a, b = job_config("config", task, shared, groups), job_config("config", task, fresh, groups)
+            assert OmegaConf.to_yaml(a) == OmegaConf.to_yaml(b)
+        assert len(shared) == 1 and fresh.keys() == shared.keys()  # the shared one was used, not composed again
+
+
 def test_experiments_side_by_side_each_report_and_their_failures_count(tmp_path, capsys):
     """``--parallel 2``: each experiment in its own process; both reports are printed and a failure is counted (here:
     no sweep results to draw from)."""
