@@ -333,6 +333,30 @@ def test_preference_objective_is_the_loss_of_its_policy(loss, policy):
         assert g[k] == pytest.approx(fd, abs=1e-7)
 
 
+@pytest.mark.parametrize("loss", ["dpo", "ipo"])
+def test_loglinear_preference_objective_with_a_template_inactive_on_some_actions(loss):
+    """``length`` is active on EOS alone: its inactive index reads 0 in the objective too (a 1 there would shift the
+    continuing tokens against EOS), so the loss is that of the policy the features give."""
+    ctx = _pref_ctx()
+    assert ctx.world.eos
+    cfg = AgentConfig(name=loss, beta=0.7, policy="loglinear", templates=["position", "length"])
+    problem = rl_free.PreferenceObjective(ctx, cfg, loss)
+    x = 0.4 * np.random.default_rng(3).normal(size=problem.dim)
+    assert problem.objective(x)[0] == pytest.approx(_by_hand_loss(ctx, problem.policy(x), loss, 0.7), rel=1e-10)
+
+
+def test_log_softmax_rows_is_scipys_bit_for_bit():
+    """Rows far from 0 (each shifted by its own max: no overflow or underflow), a -inf entry, a +inf entry, an all
+    -inf row (0/0: NaN, as scipy), and no divide-by-zero warning from the log of an empty row."""
+    z = np.array([[1000.0, 999.0, -np.inf], [-1000.0, -1001.0, -1002.5], [0.5, -0.25, 3.0], [np.inf, 0.0, 1.0],
+                  [-np.inf, -np.inf, -np.inf]])  # fmt: skip
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = rl_free._log_softmax_rows(z.copy())
+        np.testing.assert_array_equal(out, log_softmax(z, axis=1))
+    assert np.isnan(out[4]).all() and np.isnan(out[3, 0]) and out[0, 1] == pytest.approx(-1.3132616875182228)
+
+
 @pytest.mark.parametrize("policy", ["tabular", "loglinear"])
 @pytest.mark.parametrize("loss", ["dpo", "ipo"])
 def test_preference_objective_on_the_data_states_alone_is_the_dense_one(loss, policy, monkeypatch):
