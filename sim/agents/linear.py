@@ -173,8 +173,9 @@ def loglinear_pg(ctx: AgentContext, cfg) -> AgentResult:
         if cfg.natural:
             theta = np.zeros(fm.dim)
             D1 = fm.dim + 1  # feature indices per template, (S*A,): D1 - 1 where the template is inactive
-            cols = [g.ravel().astype(np.int64) for g in fm.global_rows(np.arange(S))]
-            state_cols = [np.repeat(np.arange(S) * D1, A) + c for c in cols]  # (s, feature) cells of M below
+            all_cols = np.concatenate([g.ravel() for g in fm.global_rows(np.arange(S))]).astype(np.int64)
+            cols = np.split(all_cols, len(fm.templates))  # views, one per template
+            rows = np.tile(np.repeat(np.arange(S), A), len(cols))  # the state of each (template, state, action)
             for step in range(1, cfg.steps + 1):
                 logits = _loglinear_table(world, fm, log_ref, theta)
                 pi = softmax_rows(logits)
@@ -188,9 +189,10 @@ def loglinear_pg(ctx: AgentContext, cfg) -> AgentResult:
                 # Fisher F = sum_s d(s) Cov_pi(phi(s, .)) = Phi^T diag(d pi) Phi - M^T diag(d) M, M = E_pi phi per
                 # state; phi has one 1 per active template, so Phi^T diag(w) Phi sums w over pairs of active indices
                 gram = sum(np.bincount(ci * D1 + cj, weights=w, minlength=D1 * D1) for ci in cols for cj in cols)
-                M = sum(np.bincount(sc, weights=pi.ravel(), minlength=S * D1) for sc in state_cols)
-                M = M.reshape(S, D1)[:, : fm.dim]
-                F = gram.reshape(D1, D1)[: fm.dim, : fm.dim] - (M.T * d) @ M
+                # M sparse (S, D + 1): at most A entries per template in a state's row, never S x D floats
+                M = sparse.csr_matrix((np.tile(pi.ravel(), len(cols)), (rows, all_cols)), shape=(S, D1))
+                F = gram.reshape(D1, D1) - (M.T @ M.multiply(d[:, None])).toarray()
+                F = F[: fm.dim, : fm.dim]
                 F += 1e-10 * max(np.trace(F), 1e-12) * np.eye(fm.dim)
                 theta += cfg.lr * np.linalg.lstsq(F, grad, rcond=None)[0]
                 if curve.due(step):
