@@ -1901,26 +1901,32 @@ def test_max_plus_screen_edge_cases(monkeypatch):
     _check_screen(MaxPlus(B, m=1), B, vs)  # one picked column: the largest v
 
 
-def test_max_plus_column_cache_evicts_the_oldest_exactly(monkeypatch):
-    rng = np.random.default_rng(190)
+def _cached_screen(monkeypatch, seed: int, slots: int):
+    """A max-plus screen of a random (30, 64) table whose column cache holds ``slots`` columns (16 picked per call),
+    and a call that picks the given columns (they stand 10 above the rest) and returns the cached ones, sorted."""
+    rng = np.random.default_rng(seed)
     n, V = 30, 64
     B = rng.normal(size=(n, V))
-    monkeypatch.setattr(markov, "COLUMN_CACHE_BYTES", 8 * n * 24)  # 24 cached columns, 16 picked per call
+    monkeypatch.setattr(markov, "COLUMN_CACHE_BYTES", 8 * n * slots)
     mp = MaxPlus(B, m=16)
-    assert mp.screen and mp._cols.shape[0] == 24
+    assert mp.screen and mp._cols.shape[0] == slots
 
-    def pick(cols):
+    def call(cols) -> list[int]:
         v = rng.normal(size=V) * 0.01
         v[cols] += 10.0 + np.arange(16) * 0.1
-        return v
-
-    calls = [np.arange(16), np.arange(16), np.arange(8, 24), np.arange(16, 32), np.arange(16, 32), np.arange(40, 56)]
-    for i, cols in enumerate(calls):
         out = np.empty(n)
-        v = pick(cols)
         mp(v, out)
         np.testing.assert_array_equal(out, (B + v).max(axis=1))
-        cached = sorted(int(c) for c in mp._owner if c >= 0)
+        return sorted(int(c) for c in mp._owner if c >= 0)
+
+    return mp, call
+
+
+def test_max_plus_column_cache_evicts_the_oldest_exactly(monkeypatch):
+    mp, call = _cached_screen(monkeypatch, 190, 24)
+    calls = [np.arange(16), np.arange(16), np.arange(8, 24), np.arange(16, 32), np.arange(16, 32), np.arange(40, 56)]
+    for i, cols in enumerate(calls):
+        cached = call(cols)
         assert len(cached) == np.count_nonzero(mp._owner >= 0) == np.count_nonzero(mp._slot >= 0)
         for slot, c in enumerate(mp._owner):
             if c >= 0:
@@ -1933,22 +1939,12 @@ def test_max_plus_column_cache_evicts_the_oldest_exactly(monkeypatch):
 
 
 def test_max_plus_column_cache_one_new_column_and_a_full_turnover(monkeypatch):
-    rng = np.random.default_rng(200)
-    n, V = 30, 64
-    B = rng.normal(size=(n, V))
-    monkeypatch.setattr(markov, "COLUMN_CACHE_BYTES", 8 * n * 17)  # 17 cached columns, 16 picked per call
-    mp = MaxPlus(B, m=16)
-    assert mp.screen and mp._cols.shape[0] == 17
+    _, call = _cached_screen(monkeypatch, 200, 17)
     # one new column a call: the least recently used one goes (never one picked in the same call)
     calls = [(list(range(16)), range(16)), ([0, *range(2, 17)], range(17)), ([0, *range(3, 18)], [0, *range(2, 18)])]
     calls.append((list(range(20, 36)), None))  # 16 new columns at once: the 16 oldest go
     for cols, want in calls:
-        v = rng.normal(size=V) * 0.01
-        v[cols] += 10.0 + np.arange(16) * 0.1
-        out = np.empty(n)
-        mp(v, out)
-        np.testing.assert_array_equal(out, (B + v).max(axis=1))
-        cached = sorted(int(c) for c in mp._owner if c >= 0)
+        cached = call(cols)
         if want is not None:
             assert cached == sorted(want)
     # column 2 (last used two calls ago) went first; one of the last call's 16 columns stays

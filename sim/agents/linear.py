@@ -184,8 +184,7 @@ def loglinear_pg(ctx: AgentContext, cfg) -> AgentResult:
                 V, Q = np.concatenate(V), np.concatenate(Q)
                 d = np.concatenate(world.occupancy(Table(world, pi)))
                 w = (d[:, None] * pi).ravel()
-                wa = w * (Q - V[:, None]).ravel()
-                grad = sum(np.bincount(c, weights=wa, minlength=D1) for c in cols)[: fm.dim]
+                grad = fm.gather(d[:, None] * pi * (Q - V[:, None]))
                 # Fisher F = sum_s d(s) Cov_pi(phi(s, .)) = Phi^T diag(d pi) Phi - M^T diag(d) M, M = E_pi phi per
                 # state; phi has one 1 per active template, so Phi^T diag(w) Phi sums w over pairs of active indices
                 gram = sum(np.bincount(ci * D1 + cj, weights=w, minlength=D1 * D1) for ci in cols for cj in cols)
