@@ -26,7 +26,15 @@ import numpy as np
 import experiments  # noqa: F401  (single-threaded BLAS)
 from experiments import catalog
 from experiments.catalog.common import plt
-from experiments.collect import load_curves, load_table, write_table
+from experiments.collect import (
+    curves_table,
+    finished_runs,
+    load_curves,
+    load_table,
+    runs_table,
+    sweep_roots,
+    write_table,
+)
 from experiments.io import write_figure
 
 RESULTS = Path("results")
@@ -200,6 +208,21 @@ def reproduce(
         here: run the sweep in this process (:func:`run_sweep_here`) instead of through the command line.
         draft: draw a low-resolution png only (:func:`draw`).
     """
+    return reproduce_table(name, scale, check, jobs, run, results, here, draft)[0]
+
+
+def reproduce_table(
+    name: str,
+    scale: str = "paper",
+    check: bool = False,
+    jobs: int = 1,
+    run: bool = True,
+    results: Path = RESULTS,
+    here: bool = False,
+    draft: bool = False,
+):
+    """:func:`reproduce`, also returning the table it drew and checked (:func:`table_of`; ``None`` when there was
+    nothing to draw): ``(check passed, table)``. The sweep's runs are read once for both tables."""
     t0 = time.perf_counter()
     print(f"{name} ({scale})", flush=True)
     if run and here:
@@ -207,12 +230,15 @@ def reproduce(
         print(f"  ran {run_sweep_here(name, scale, results, jobs)} jobs {where}", flush=True)
     elif run:
         run_sweep(name, scale, jobs, results)
+    root = sweep_dir(name, scale, results)
     try:
-        write_table(load_table(sweep_dir(name, scale, results)), sweep_dir(name, scale, results))
+        roots = sweep_roots(root)
+        runs = finished_runs(roots)
+        write_table(runs_table(runs, roots), root)
     except FileNotFoundError as e:  # --no-run before any sweep, or a sweep that finished nothing
         print(f"  no results to draw: {e}" + (" (run it without --no-run)" if not run else ""), flush=True)
-        return False
-    table = table_of(name, scale, results)
+        return False, None
+    table = curves_table(runs, roots) if catalog.get(name).TABLE == "curves" else runs_table(runs, roots)
     print(f"  figure: {draw(name, scale, table, results, draft)}", flush=True)
     ok = True
     if check:
@@ -225,7 +251,7 @@ def reproduce(
             ok = False
             print(f"  CLAIM FAILED: {e}", flush=True)
     print(f"  {time.perf_counter() - t0:.1f}s", flush=True)
-    return ok
+    return ok, table
 
 
 def _one_report(name: str, args, jobs: int) -> tuple[str, bool, str]:
