@@ -81,8 +81,9 @@ def test_a_large_sweep_is_validated_completely_and_fast():
         cache, groups = {}, config_groups()
         for job in (jobs[0], jobs[len(jobs) // 2], jobs[-1]):  # the fast path equals hydra's own composition
             task = [o for o in job if not o.startswith("hydra.")]
-            fast = OmegaConf.to_container(job_config("config", task, cache, groups), resolve=True)
-            assert fast == OmegaConf.to_container(compose(config_name="config", overrides=task), resolve=True)
+            fast, slow = job_config("config", task, cache, groups), compose(config_name="config", overrides=task)
+            assert OmegaConf.to_container(fast, resolve=True) == OmegaConf.to_container(slow, resolve=True)
+            assert OmegaConf.is_struct(fast) and OmegaConf.is_struct(slow)  # an unknown key is refused, not added
         bad = compose(
             config_name="config",
             overrides=["+experiment=rlhf_vs_rlfree", "feedback.myopia=0"],
@@ -186,3 +187,35 @@ def test_drawing_a_sweep_that_never_ran_says_so_without_a_traceback(tmp_path, ca
     assert figures.main(["label_noise", "--scale", "sanity", "--no-run", "--results", str(tmp_path)]) == 1
     out = capsys.readouterr()
     assert "no results to draw" in out.out and "without --no-run" in out.out and "Traceback" not in out.out + out.err
+
+
+def test_config_yaml_is_the_text_omegaconf_writes():
+    """``.hydra/config.yaml`` of a sweep run in process is emitted by libyaml (:func:`experiments.figures.config_yaml`):
+    the same text as ``OmegaConf.to_yaml`` (what hydra writes) on strings that YAML would read as other types, YAML's
+    indicators, quotes, escapes, long lines, and (through OmegaConf's own emitter) characters the two escape
+    differently."""
+    import random
+
+    from experiments.figures import config_yaml
+
+    rng = random.Random(0)
+    ascii_chars = [chr(c) for c in range(128)]
+    tricky = ["", "yes", "off", "null", "~", "1e3", ".inf", "0x1f", "1_000", "12:30", "2026-11-28", "a: b", "a #b",
+              "- x", "? x", "x\ny", "x\n", "\ttab", "'q'", '"dq"', "a\\b", "\x07", "\x00", "word " * 40, "x" * 300,
+              "é ü", "🙂", "\x85", "\U0001000c", "${by_scale:${scale},1,2}"]  # fmt: skip
+    tricky += ["".join(rng.choice(ascii_chars) for _ in range(rng.randint(1, 12))) for _ in range(300)]
+    configs = [{"k": v, "l": [v, {"m": v}], "n": {"x": v, "y": 1.5, "z": None, "e": []}} for v in tricky]
+    configs += [{"a\rb": 1}, {"k\nx": 1}, {"🙂": "x"}]
+    checked = 0
+    for content in configs:
+        try:
+            cfg = OmegaConf.create(content)
+        except Exception:  # noqa: BLE001  (a string OmegaConf cannot hold, e.g. a broken interpolation)
+            continue
+        assert config_yaml(cfg) == OmegaConf.to_yaml(cfg), content
+        checked += 1
+    assert checked > 250
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        for name in ("rlhf_vs_rlfree", "heavy_tails", "misspecification"):
+            cfg = compose(config_name="config", overrides=[f"+experiment={name}", "scale=sanity"])
+            assert config_yaml(cfg) == OmegaConf.to_yaml(cfg)

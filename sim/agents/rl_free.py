@@ -22,6 +22,7 @@ keeps ``|h| <= 1/(2 beta)`` however deterministic the labels, so beta keeps the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -48,6 +49,14 @@ def best_of_n_distribution(
         n: samples per prompt.
         n_prompts: the number of prompts.
     """
+    return best_of_n_distributions(prompt, proxy_returns, ref_probs, n_prompts)(n)
+
+
+def best_of_n_distributions(
+    prompt: np.ndarray, proxy_returns: np.ndarray, ref_probs: np.ndarray, n_prompts: int
+) -> Callable[[int], np.ndarray]:
+    """:func:`best_of_n_distribution` as a function of ``n``: the sort by proxy return, its tie groups and their
+    reference mass are formed once, for a whole path of ``n``."""
     prompt_mass = np.bincount(prompt, weights=ref_probs, minlength=n_prompts)
     cond = ref_probs / prompt_mass[prompt]
     order = np.lexsort((proxy_returns, prompt))
@@ -61,12 +70,17 @@ def best_of_n_distribution(
     prompt_start = np.concatenate([[0.0], cum])[np.searchsorted(group_prompt, group_prompt)]  # mass before prompt
     upper = np.clip(cum - prompt_start, 0.0, 1.0)
     lower = np.clip(upper - mass, 0.0, 1.0)
-    chosen = upper**n - lower**n
-    out = np.empty_like(ref_probs)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(mass[group] > 0, c / mass[group], 0.0)
-    out[order] = chosen[group] * share * prompt_mass[p]
-    return out
+    sorted_mass = prompt_mass[p]
+
+    def at(n: int) -> np.ndarray:
+        chosen = upper**n - lower**n
+        out = np.empty_like(ref_probs)
+        out[order] = chosen[group] * share * sorted_mass
+        return out
+
+    return at
 
 
 def best_of_n_kl_bound(n: int) -> float:
@@ -82,8 +96,10 @@ def best_of_n(ctx: AgentContext, cfg) -> AgentResult:
     seqs, ref_probs = world.sequence_source(world.ref).coverage(np.repeat(np.arange(P), cfg.samples), ctx.rng)
     proxy_returns = world.sequence_returns(ctx.proxy, seqs)
 
+    joint = best_of_n_distributions(seqs.prompt, proxy_returns, ref_probs, P)
+
     def policy(n: int):
-        return world.weighted_policy(seqs, best_of_n_distribution(seqs.prompt, proxy_returns, ref_probs, n, P))
+        return world.weighted_policy(seqs, joint(n))
 
     curve = []
     if cfg.path:  # n from 1 to agent.n, log-spaced; step = n
