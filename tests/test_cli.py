@@ -117,18 +117,20 @@ def test_arrays_alone_reproduce_every_metric(tmp_path):
 
 
 def test_same_seed_bit_identical_and_agent_change_keeps_world(tmp_path):
+    """A run alone in its process, and the same config as a job of a sweep (after another job in that process):
+    bit-identical arrays. Another agent setting draws the same world; another seed another."""
+    world = ["env.reference=softmax", "oracle=nonlinear", "save_arrays=true"]
+    proc = run_cli(_run_dir(tmp_path, "a"), *world, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", f"hydra.sweep.dir={sweep}", *world, "agent.beta=0.5,0.1", "seed=0,1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    dirs = {"a": tmp_path / "a"}
+    for name, beta, seed in (("b", 0.1, 0), ("c", 0.5, 0), ("d", 0.1, 1)):  # 0.1: the default agent's beta
+        dirs[name] = sweep / f"agent.beta={beta},env.reference=softmax,oracle=nonlinear,save_arrays=True,seed={seed}"
     runs = {}
-    for name, extra in [("a", []), ("b", []), ("c", ["agent.beta=0.5"]), ("d", ["seed=1"])]:
-        proc = run_cli(
-            _run_dir(tmp_path, name),
-            "env.reference=softmax",
-            "oracle=nonlinear",
-            "save_arrays=true",
-            *extra,
-            cwd=tmp_path,
-        )
-        assert proc.returncode == 0, proc.stderr
-        with np.load(tmp_path / name / "arrays.npz") as z:
+    for name, d in dirs.items():
+        with np.load(d / "arrays.npz") as z:
             runs[name] = {k: z[k] for k in z.files}
     for k in ARRAY_KEYS:
         np.testing.assert_array_equal(runs["a"][k], runs["b"][k])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -19,10 +20,26 @@ def _finished(root):
     return sorted(p.parent.name for p in root.glob("*/metrics.json"))
 
 
-def test_sweep_names_jobs_with_the_seed_last_and_reports_counts(tmp_path):
-    proc = run_cli(*SWEEP, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """:data:`SWEEP` run once from the command line: ``(its directory, the process)``. Read it; a test that changes
+    or resumes the sweep takes a copy (:func:`_copy`). Its tests share one worker (``xdist_group``)."""
+    root = tmp_path_factory.mktemp("swept") / "sweep"
+    proc = run_cli(*SWEEP, f"hydra.sweep.dir={root}", cwd=root.parent)
     assert proc.returncode == 0, proc.stderr
-    assert _finished(tmp_path) == [
+    return root, proc
+
+
+def _copy(swept, dest):
+    """A copy of the finished :data:`SWEEP` in ``dest`` (file times kept, as if it had run there)."""
+    shutil.copytree(swept[0], dest, dirs_exist_ok=True)
+    return dest
+
+
+@pytest.mark.xdist_group("swept")
+def test_sweep_names_jobs_with_the_seed_last_and_reports_counts(swept):
+    root, proc = swept
+    assert _finished(root) == [
         "agent.beta=0.1,env=tiny,seed=0",
         "agent.beta=0.1,env=tiny,seed=1",
         "agent.beta=1,env=tiny,seed=0",
@@ -30,11 +47,12 @@ def test_sweep_names_jobs_with_the_seed_last_and_reports_counts(tmp_path):
     ]
     assert "4 jobs validated" in proc.stdout and "4 ran, 0 skipped" in proc.stdout
     assert "[rmsim][INFO]" not in proc.stdout + proc.stderr  # logs go to the run's log file
-    assert "running" in (tmp_path / "agent.beta=1,env=tiny,seed=0" / "run.log").read_text()
+    assert "running" in (root / "agent.beta=1,env=tiny,seed=0" / "run.log").read_text()
 
 
-def test_interrupted_sweep_reruns_only_missing_jobs(tmp_path):
-    assert run_cli(*SWEEP, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path).returncode == 0
+@pytest.mark.xdist_group("swept")
+def test_interrupted_sweep_reruns_only_missing_jobs(swept, tmp_path):
+    _copy(swept, tmp_path)
     # simulate an interruption: one job never finished, another left a half-written temporary file
     (tmp_path / "agent.beta=1,env=tiny,seed=1" / "metrics.json").unlink()
     (tmp_path / "agent.beta=1,env=tiny,seed=1" / ".metrics.json.x1y2.tmp").write_text('{"gap": ')
@@ -85,8 +103,9 @@ def test_submitit_local_launcher(tmp_path):
     assert _finished(tmp_path) == ["env=tiny,seed=0", "env=tiny,seed=1"]
 
 
-def test_collect_writes_a_table_pandas_reads(tmp_path):
-    assert run_cli(*SWEEP, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path).returncode == 0
+@pytest.mark.xdist_group("swept")
+def test_collect_writes_a_table_pandas_reads(swept, tmp_path):
+    _copy(swept, tmp_path)
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.collect", str(tmp_path)],
         cwd=ROOT,
@@ -155,7 +174,8 @@ def test_the_sweeper_predicts_the_directory_hydra_gives_a_job(job):
         assert predicted == cfg.hydra.sweep.subdir
 
 
-def test_a_run_whose_config_changed_since_it_finished_runs_again_and_keeps_the_old_results(tmp_path):
+@pytest.mark.xdist_group("swept")
+def test_a_run_whose_config_changed_since_it_finished_runs_again_and_keeps_the_old_results(swept, tmp_path):
     """The same run directory with another config (here: a single run with a new beta; in a sweep, an edited
     experiment file) is not "finished": its old results move to ``superseded/0/`` and it runs again. A sweep re-runs
     exactly its stale jobs, and ``collect`` does not count superseded results as runs."""
@@ -171,8 +191,7 @@ def test_a_run_whose_config_changed_since_it_finished_runs_again_and_keeps_the_o
     again = run_cli("env=tiny", "agent.beta=0.1", f"hydra.run.dir={out}", cwd=tmp_path)
     assert "skipped" in again.stdout and not (out / "superseded" / "1").exists()  # the same config: finished
 
-    sweep = tmp_path / "sweep"
-    assert run_cli(*SWEEP, f"hydra.sweep.dir={sweep}", cwd=tmp_path).returncode == 0
+    sweep = _copy(swept, tmp_path / "sweep")
     job = sweep / "agent.beta=1,env=tiny,seed=1"
     record = json.loads((job / "metrics.json").read_text())
     (job / "metrics.json").write_text(json.dumps({**record, "config_digest": "0" * 16}))  # ran under another config

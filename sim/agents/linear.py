@@ -175,7 +175,12 @@ def loglinear_pg(ctx: AgentContext, cfg) -> AgentResult:
             D1 = fm.dim + 1  # feature indices per template, (S*A,): D1 - 1 where the template is inactive
             all_cols = np.concatenate([g.ravel() for g in fm.global_rows(np.arange(S))]).astype(np.int64)
             cols = np.split(all_cols, len(fm.templates))  # views, one per template
-            rows = np.tile(np.repeat(np.arange(S), A), len(cols))  # the state of each (template, state, action)
+            # M's sparsity is fixed: its distinct (state, index) entries, in CSR order, once; each step sums pi into
+            # them (bincount) and builds the CSR arrays directly, with no COO conversion or duplicate summing
+            key = np.repeat(np.arange(S), A) * D1  # the state of each (state, action), times D1
+            entry, where = np.unique(np.concatenate([key + c for c in cols]), return_inverse=True)
+            m_rows, m_cols = entry // D1, entry % D1
+            m_indptr = np.searchsorted(m_rows, np.arange(S + 1))
             for step in range(1, cfg.steps + 1):
                 logits = _loglinear_table(world, fm, log_ref, theta)
                 pi = softmax_rows(logits)
@@ -189,8 +194,10 @@ def loglinear_pg(ctx: AgentContext, cfg) -> AgentResult:
                 # state; phi has one 1 per active template, so Phi^T diag(w) Phi sums w over pairs of active indices
                 gram = sum(np.bincount(ci * D1 + cj, weights=w, minlength=D1 * D1) for ci in cols for cj in cols)
                 # M sparse (S, D + 1): at most A entries per template in a state's row, never S x D floats
-                M = sparse.csr_matrix((np.tile(pi.ravel(), len(cols)), (rows, all_cols)), shape=(S, D1))
-                F = gram.reshape(D1, D1) - (M.T @ M.multiply(d[:, None])).toarray()
+                m = np.bincount(where, weights=np.tile(pi.ravel(), len(cols)), minlength=entry.size)
+                M = sparse.csr_matrix((m, m_cols, m_indptr), shape=(S, D1))
+                dM = sparse.csr_matrix((m * d[m_rows], m_cols, m_indptr), shape=(S, D1))
+                F = gram.reshape(D1, D1) - (M.T @ dM).toarray()
                 F = F[: fm.dim, : fm.dim]
                 F += 1e-10 * max(np.trace(F), 1e-12) * np.eye(fm.dim)
                 theta += cfg.lr * np.linalg.lstsq(F, grad, rcond=None)[0]
