@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import re
@@ -90,11 +91,18 @@ def memory_limit_gb(setting: float | None) -> float:
     return default_limit_gb()
 
 
+@functools.cache
+def _type_hints(schema: type) -> dict[str, object]:
+    """``typing.get_type_hints`` of a schema dataclass, evaluated once per process (its string annotations compile
+    each time: about half of validating a job's config). Read it; do not modify it."""
+    return typing.get_type_hints(schema)
+
+
 def unknown_keys(cfg: DictConfig, schema: type = CLIConfig, prefix: str = "") -> list[tuple[str, object, str]]:
     """Keys of ``cfg`` that the schema does not have (``+foo=1`` and ``+agent.bta=1`` add them without complaint),
     as ``(key, value, hint)``."""
     names = {f.name: f for f in fields(schema)}
-    hints = typing.get_type_hints(schema)
+    hints = _type_hints(schema)
     out = []
     for key in cfg:
         if key == "hydra":
