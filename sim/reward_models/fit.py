@@ -24,7 +24,9 @@ from scipy.special import expit, log_expit, logsumexp
 Matrix = Any  # a dense ndarray or a scipy.sparse matrix
 
 
-def bt_objective(theta: np.ndarray, Z: Matrix, y: np.ndarray, prior_scale: float) -> tuple[float, np.ndarray]:
+def bt_objective(
+    theta: np.ndarray, Z: Matrix, y: np.ndarray, prior_scale: float, Zt: Matrix | None = None
+) -> tuple[float, np.ndarray]:
     """Mean negative Bradley-Terry log posterior and its gradient.
 
     Args:
@@ -32,6 +34,8 @@ def bt_objective(theta: np.ndarray, Z: Matrix, y: np.ndarray, prior_scale: float
         Z: (m, D) pair differences ``X[i] - X[j]``.
         y: (m,) probability that ``i`` is preferred (0, 1/2, 1 or any value in [0, 1]).
         prior_scale: prior standard deviation ``s``.
+        Zt: ``Z.T``, formed once by a caller that evaluates many ``theta`` (a sparse transpose is a new matrix
+            object each time: a tenth of a small fit's time).
     """
     m = y.size
     delta = Z @ theta
@@ -41,7 +45,7 @@ def bt_objective(theta: np.ndarray, Z: Matrix, y: np.ndarray, prior_scale: float
     lam = 1.0 / (prior_scale**2 * m)
     resid = np.exp(ls)
     resid -= y
-    grad = Z.T @ resid
+    grad = (Z.T if Zt is None else Zt) @ resid
     grad /= m
     grad += lam * theta
     return float(loss + 0.5 * lam * (theta @ theta)), grad
@@ -78,7 +82,8 @@ def fit_bt(
     Z = Z.tocsr() if sparse.issparse(Z) else np.ascontiguousarray(Z, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64)
     theta0 = np.zeros(Z.shape[1]) if theta0 is None else theta0
-    return _lbfgs(lambda t: bt_objective(t, Z, y, prior_scale), theta0, tol, maxiter)
+    Zt = Z.T
+    return _lbfgs(lambda t: bt_objective(t, Z, y, prior_scale, Zt), theta0, tol, maxiter)
 
 
 def pl_objective(theta: np.ndarray, X: Matrix, rankings: np.ndarray, prior_scale: float) -> tuple[float, np.ndarray]:
