@@ -91,6 +91,9 @@ class LevelPolicy:
         state_kl: ``(ref, kl)`` when the policy knows each state's ``KL(pi(.|s) || ref(.|s))`` (``kl``: (n_t,) per
             level), as the soft optimum does from its own pass; the exact evaluation then reads it instead of
             taking logarithms of the rows (only while the world's reference is still ``ref``).
+        evaluated: ``(ref, rewards, result)`` when the policy was evaluated exactly where it was made (the soft
+            optimum's own pass, with ``rewards`` ``{name: reward}``): :meth:`evaluated` returns ``result`` for those
+            very reward objects under ``ref``.
     """
 
     def __init__(
@@ -99,12 +102,13 @@ class LevelPolicy:
         rows: Callable[[int], np.ndarray],
         rows_at: Callable[[int, np.ndarray], np.ndarray] | None = None,
         state_kl: tuple[Any, list[np.ndarray]] | None = None,
+        evaluated: tuple[Any, dict[str, Any], dict[str, float]] | None = None,
     ):
         self.world = world
         self._rows = rows
         self._rows_at = rows_at
         self._state_kl = state_kl
-        self._evaluated: tuple[Any, dict[str, Any], dict[str, float]] | None = None
+        self._evaluated = evaluated
 
     def kl_to(self, ref) -> list[np.ndarray] | None:
         """Each state's KL to ``ref`` per level, when the policy carries it for that very reference, else None."""
@@ -605,10 +609,11 @@ class World(ABC):
             _, w, total = _logsumexp_rows(self._soft_rows(reward, t, values, beta, local))
             return w / total
 
-        policy = LevelPolicy(self, rows_at, rows_at, state_kl=None if result is None else (self.ref, kls))
-        if result is not None:
-            policy._evaluated = (self.ref, dict(evaluate or {}), result)
-        return policy
+        if result is None:
+            return LevelPolicy(self, rows_at, rows_at)
+        return LevelPolicy(
+            self, rows_at, rows_at, state_kl=(self.ref, kls), evaluated=(self.ref, dict(evaluate or {}), result)
+        )
 
     def policy_values(self, policy: Rows, reward: Rows) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """``(V, Q)`` per level: ``V_t = sum_a pi_t Q_t``, ``Q_t = r_t + V_{t+1}(child)``."""
