@@ -273,11 +273,12 @@ def reproduce_table(
     try:
         roots = sweep_roots(root)
         runs = finished_runs(roots)
-        write_table(runs_table(runs, roots), root)
+        per_run = runs_table(runs, roots)
+        write_table(per_run, root)
     except FileNotFoundError as e:  # --no-run before any sweep, or a sweep that finished nothing
         print(f"  no results to draw: {e}" + (" (run it without --no-run)" if not run else ""), flush=True)
         return False, None
-    table = curves_table(runs, roots) if catalog.get(name).TABLE == "curves" else runs_table(runs, roots)
+    table = curves_table(runs, roots) if catalog.get(name).TABLE == "curves" else per_run
     print(f"  figure: {draw(name, scale, table, results, draft)}", flush=True)
     ok = True
     if check:
