@@ -1543,6 +1543,7 @@ def test_soft_policy_evaluated_in_its_own_pass(eos, block, monkeypatch):
     R, R2 = Table(w, r), Table(w, r2)
     beta = 0.45
     soft = w.soft_policy(R, beta, evaluate={"r": R, "other": R2})
+    assert soft.world is w and w.soft_policy(R, beta).world is w  # with and without its own evaluation
     st = w.table(soft)
     np.testing.assert_allclose(soft.rows_at(1, np.array([3, 0])), soft.level(1)[[3, 0]], rtol=1e-14)
     np.testing.assert_allclose(soft.rows_at(2, np.array([5])), soft.level(2)[[5]], rtol=1e-14)
