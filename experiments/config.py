@@ -121,7 +121,7 @@ def unknown_keys(cfg: DictConfig, schema: type = CLIConfig, prefix: str = "") ->
 
 def bool_keys(schema: type = CLIConfig, prefix: str = "") -> set[str]:
     """The dotted keys whose type is ``bool``."""
-    hints = typing.get_type_hints(schema)
+    hints = _type_hints(schema)
     out: set[str] = set()
     for f in fields(schema):
         t = hints[f.name]

@@ -31,8 +31,6 @@ from experiments.catalog.common import plt
 from experiments.collect import (
     curves_table,
     finished_runs,
-    load_curves,
-    load_table,
     runs_table,
     sweep_roots,
     write_table,
@@ -189,13 +187,6 @@ def run_sweep_here(name: str, scale: str, results: Path = RESULTS, jobs: int = 1
     return len(todo)
 
 
-def table_of(name: str, scale: str, results: Path = RESULTS):
-    """The experiment's table (runs or curves, as its module declares)."""
-    module = catalog.get(name)
-    root = sweep_dir(name, scale, results)
-    return load_curves(root) if module.TABLE == "curves" else load_table(root)
-
-
 def draw(name: str, scale: str, table, results: Path = RESULTS, draft: bool = False) -> Path:
     """Draw and save the figure (png and pdf; with ``draft``, a low-resolution png without the layout pass: what
     tests draw, where the figure code must run but nobody looks at the picture; constrained layout is half of a
@@ -240,28 +231,18 @@ def reproduce(
     results: Path = RESULTS,
     here: bool = False,
     draft: bool = False,
-) -> bool:
-    """Sweep, collect, draw and (optionally) check one experiment; returns whether its check passed.
+) -> tuple[bool, object]:
+    """Sweep, collect, draw and (optionally) check one experiment.
 
     Args:
         here: run the sweep in this process (:func:`run_sweep_here`) instead of through the command line.
         draft: draw a low-resolution png only (:func:`draw`).
+
+    Returns:
+        ``(check passed, table)``: the table drawn and checked (runs or curves, as the experiment's module
+        declares; ``None`` when there was nothing to draw). The sweep's runs are read once for it and for the written
+        ``table.parquet``.
     """
-    return reproduce_table(name, scale, check, jobs, run, results, here, draft)[0]
-
-
-def reproduce_table(
-    name: str,
-    scale: str = "paper",
-    check: bool = False,
-    jobs: int = 1,
-    run: bool = True,
-    results: Path = RESULTS,
-    here: bool = False,
-    draft: bool = False,
-):
-    """:func:`reproduce`, also returning the table it drew and checked (:func:`table_of`; ``None`` when there was
-    nothing to draw): ``(check passed, table)``. The sweep's runs are read once for both tables."""
     t0 = time.perf_counter()
     print(f"{name} ({scale})", flush=True)
     if run and here:
@@ -304,7 +285,7 @@ def _one_report(name: str, args, jobs: int) -> tuple[str, bool, str]:
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
         try:
             here = args.runner == "here"
-            ok = reproduce(name, args.scale, args.check, jobs, not args.no_run, Path(args.results), here)
+            ok, _ = reproduce(name, args.scale, args.check, jobs, not args.no_run, Path(args.results), here)
         except Exception:  # noqa: BLE001  (one experiment's failure is reported with the others)
             traceback.print_exc()
             ok = False
@@ -365,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         run = not args.no_run
         here = args.runner == "here"
-        failed = [n for n in names if not reproduce(n, args.scale, args.check, jobs, run, Path(args.results), here)]
+        failed = [n for n in names if not reproduce(n, args.scale, args.check, jobs, run, Path(args.results), here)[0]]
     if failed:
         print(f"rmsim: failed (a claim, a run, or nothing to draw): {failed}", file=sys.stderr)
         return 1

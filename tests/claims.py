@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from experiments import catalog
-from experiments.figures import figure_path, nonfinite, reproduce_table
+from experiments.figures import figure_path, nonfinite, reproduce
 
 
 def sanity(name: str, results: Path) -> tuple[bool, pd.DataFrame]:
@@ -19,7 +19,7 @@ def sanity(name: str, results: Path) -> tuple[bool, pd.DataFrame]:
     Returns:
         ``(claim held, the experiment's table)``.
     """
-    held, table = reproduce_table(name, scale="sanity", check=True, jobs=1, results=results, here=True, draft=True)
+    held, table = reproduce(name, scale="sanity", check=True, jobs=1, results=results, here=True, draft=True)
     png = figure_path(name, "sanity", results)
     assert png.exists() and png.stat().st_size > 5_000  # a draft: the figure code ran (make sanity draws it in full)
     assert nonfinite(table) == []

@@ -155,7 +155,7 @@ def test_a_sweep_run_in_process_leaves_what_the_command_line_leaves(tmp_path):
     import sys
 
     from experiments.collect import load_curves, load_table
-    from experiments.figures import reproduce_table, run_sweep_here, sweep_dir
+    from experiments.figures import reproduce, run_sweep_here, sweep_dir
 
     name, extra = "deterministic_preferences", ["seed=0"]  # the sweep's other axes, one seed: 4 jobs
     assert run_sweep_here(name, "sanity", tmp_path / "here", jobs=2, overrides=extra) == 4  # two forked workers
@@ -175,7 +175,7 @@ def test_a_sweep_run_in_process_leaves_what_the_command_line_leaves(tmp_path):
         a.pop("wall_time_s"), b.pop("wall_time_s")
         assert a == b, run
     # what reproduce draws, checks and writes, from one read of the runs: the tables collect reads from disk
-    ok, table = reproduce_table(name, "sanity", run=False, results=tmp_path / "here", draft=True)
+    ok, table = reproduce(name, "sanity", run=False, results=tmp_path / "here", draft=True)
     assert table is not None and len(table) > len(runs)  # the curves experiment's long table: points of 4 runs
     pd.testing.assert_frame_equal(table, load_curves(here))
     pd.testing.assert_frame_equal(pd.read_parquet(here / "table.parquet"), load_table(here))
